@@ -1,0 +1,72 @@
+"""Defaults of every training/evaluation option; the other configs override them.
+
+Use as ``python train.py --config configs/default.py --workdir DIR [--config.key=value ...]``.
+The recipe is the paper's Kinetics one (appendix B): SGD with momentum 0.9, learning rate 0.01
+for a batch of 64 scaled linearly with the global batch, coupled weight decay 1e-4, gradient
+norm clipped at 20, dropout 0.5, 50 epochs with the rate divided by 10 at epochs 30, 40 and 45.
+"""
+
+import ml_collections
+
+from tea_jax import data
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+
+    # Model: `tea_jax.create_model(model, num_classes=<from data>, num_segments, **model_options)`.
+    config.model = "tea50"
+    config.num_segments = 8
+    config.model_options = ml_collections.ConfigDict({"dropout_rate": 0.5, "partial_bn": False})
+    # Compute dtype: 'auto' is bfloat16 on GPU/TPU and float32 on CPU; parameters stay float32.
+    config.compute_dtype = "auto"
+    # A model checkpoint (e.g. a converted ImageNet Res2Net-50) whose backbone initialises the
+    # model; '' trains from scratch.
+    config.init_from = ""
+
+    # Data: every option of `tea_jax.data.default_config()`.
+    config.data = data.default_config()
+
+    # Run length and cadence. `total_steps` > 0 overrides `num_epochs`; 0 for the `*_every_steps`
+    # options means once per epoch.
+    config.batch_size = 64  # Global over all hosts and devices.
+    config.eval_batch_size = 64  # Global, in videos (each with all its views).
+    config.num_epochs = 50
+    config.total_steps = 0
+    config.log_every_steps = 50
+    config.eval_every_steps = 0
+    config.checkpoint_every_steps = 1000
+    config.keep_checkpoints = 3
+    config.keep_best_checkpoints = 1
+    config.seed = 0
+
+    # Evaluation during training, and the default of eval.py.
+    config.eval_protocol = "efficient"
+    config.score_average = "softmax"  # or 'logits': how the views of a video are combined.
+
+    config.label_smoothing = 0.0
+    config.optim = ml_collections.ConfigDict(
+        {
+            "name": "sgd",  # or 'adamw'.
+            "lr": 0.01,
+            "lr_batch_size": 64,  # `lr` is for this global batch and scales linearly.
+            "momentum": 0.9,
+            "nesterov": False,
+            "b1": 0.9,
+            "b2": 0.999,
+            "eps": 1e-8,
+            "weight_decay": 1e-4,
+            "schedule": "step",  # step | cosine | constant.
+            "lr_steps": (30, 40, 45),  # Epochs where the step schedule multiplies by lr_decay.
+            "lr_decay": 0.1,
+            "warmup_epochs": 0.0,
+            "clip_norm": 20.0,  # Global gradient norm; 0 disables clipping.
+            # Group multipliers: biases lr x2 without decay; BatchNorm lr x1, decay x bn_decay_mult;
+            # a new classifier: weight lr x5, bias lr x10 (no decay).
+            "bias_lr_mult": 2.0,
+            "bn_decay_mult": 0.0,
+            "classifier_lr_mult": 5.0,
+            "classifier_bias_lr_mult": 10.0,
+        }
+    )
+    return config

@@ -1,0 +1,40 @@
+"""Multi-host start-up shared by the command-line tools.
+
+``jax.distributed.initialize()`` discovers the other processes by itself on TPU pod slices,
+SLURM and Open MPI; elsewhere give ``--coordinator_address``, ``--num_processes`` and
+``--process_id`` to every process.
+"""
+
+import os
+
+import jax
+from absl import flags
+
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0 (multi-host runs outside TPU/SLURM)."
+)
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (hosts).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Index of this process.")
+_CPU_COLLECTIVES = flags.DEFINE_string(
+    "cpu_collectives", None, "CPU collectives for multi-process CPU runs, e.g. 'gloo'."
+)
+
+
+def _cluster_detected() -> bool:
+    """Whether the environment is a multi-host job that JAX can discover on its own."""
+    for var in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"):
+        if int(os.environ.get(var, "1")) > 1:
+            return True
+    return "," in os.environ.get("TPU_WORKER_HOSTNAMES", "")
+
+
+def initialize() -> None:
+    """Joins the other processes of a multi-host run (no-op for a single process)."""
+    if _CPU_COLLECTIVES.value:
+        jax.config.update("jax_cpu_collectives_implementation", _CPU_COLLECTIVES.value)
+    if _COORDINATOR.value:
+        jax.distributed.initialize(
+            _COORDINATOR.value, num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value
+        )
+    elif _cluster_detected():
+        jax.distributed.initialize()

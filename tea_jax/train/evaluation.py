@@ -1,0 +1,132 @@
+"""Multi-view, multi-host evaluation of a model on a split."""
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from tea_jax.train import metrics as metrics_lib
+from tea_jax.train import sharding
+from tea_jax.train.step import eval_step
+
+EvalFn = Callable[[dict[str, Any], dict[str, jax.Array]], dict[str, jax.Array]]
+
+
+def make_eval_fn(model: nn.Module, mesh: jax.sharding.Mesh, average: str = "softmax") -> EvalFn:
+    """Compiles the evaluation step: batch in, video scores and the batch's bookkeeping out.
+
+    The returned function maps ``(variables, batch)`` with ``batch`` holding ``video`` (B, V, T, H,
+    W, 3), ``label``, ``index`` and ``mask`` (B,) to ``scores`` (B, C), ``label``, ``index`` and
+    ``mask``, all sharded like the batch (so gathering them keeps the rows aligned).
+    """
+
+    def fn(variables, batch):
+        scores = eval_step(variables, batch, model=model, average=average)
+        return {"scores": scores, **{k: batch[k] for k in ("label", "index", "mask")}}
+
+    return jax.jit(
+        fn,
+        in_shardings=(sharding.replicated(mesh), sharding.data_sharded(mesh)),
+        out_shardings=sharding.data_sharded(mesh),
+    )
+
+
+def predict_split(
+    eval_fn: EvalFn,
+    variables: dict[str, Any],
+    loader: Any,
+    mesh: jax.sharding.Mesh,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scores every video of an evaluation loader once, on all hosts together.
+
+    Args:
+      eval_fn: from :func:`make_eval_fn`.
+      variables: replicated model variables.
+      loader: a ``tea_jax.data`` evaluation loader (one pass, padded batches with ``mask``).
+      mesh: the data mesh.
+
+    Returns:
+      ``(scores (N, C), labels (N,), index (N,))`` of the whole split sorted by index, identical
+      on every host.
+
+    Raises:
+      ValueError: a video was scored twice or missed.
+    """
+    collector = metrics_lib.ScoreCollector(loader.num_examples, loader.num_classes)
+    for batch in loader:
+        host_batch = {k: batch[k] for k in ("video", "label", "index", "mask")}
+        out = eval_fn(variables, sharding.shard_batch(host_batch, mesh))
+        out = multihost_utils.process_allgather(out, tiled=True)
+        collector.add(out["scores"], out["label"], out["index"], out["mask"])
+    return collector.result()
+
+
+def evaluate(
+    eval_fn: EvalFn,
+    variables: dict[str, Any],
+    loader: Any,
+    mesh: jax.sharding.Mesh,
+) -> dict[str, Any]:
+    """:func:`predict_split` followed by :func:`tea_jax.train.metrics.classification_metrics`.
+
+    Returns:
+      The metrics plus ``scores``, ``labels`` and ``index`` arrays.
+    """
+    scores, labels, index = predict_split(eval_fn, variables, loader, mesh)
+    results = metrics_lib.classification_metrics(scores, labels)
+    results.update(scores=scores, labels=labels, index=index)
+    return results
+
+
+def write_report(
+    results: dict[str, Any],
+    workdir: str,
+    protocol: str,
+    *,
+    class_names: Sequence[str] | None = None,
+    video_ids: Sequence[str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Writes ``eval_<protocol>.json``, ``confusion_<protocol>.png`` and
+    ``predictions_<protocol>.jsonl`` (process 0) and returns the JSON summary."""
+    summary = {
+        k: results[k]
+        for k in ("top1", "top5", "mean_class_accuracy", "loss", "num_videos", "per_class_accuracy")
+    }
+    summary.update(protocol=protocol, **(extra or {}))
+    if jax.process_index() != 0:
+        return summary
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, f"eval_{protocol}.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    metrics_lib.save_confusion_png(
+        results["confusion"], os.path.join(workdir, f"confusion_{protocol}.png"), class_names
+    )
+    if video_ids is None:
+        ids = [str(i) for i in results["index"]]
+    else:
+        ids = [video_ids[i] for i in results["index"]]
+    metrics_lib.write_predictions(
+        os.path.join(workdir, f"predictions_{protocol}.jsonl"),
+        results["scores"],
+        results["labels"],
+        ids,
+        class_names,
+    )
+    return summary
+
+
+def format_table(summaries: Sequence[dict[str, Any]]) -> str:
+    """A plain-text table of top-1, top-5 and mean class accuracy per protocol."""
+    lines = [f"{'protocol':<14}{'videos':>8}{'top-1':>9}{'top-5':>9}{'mean class':>12}"]
+    for s in summaries:
+        lines.append(
+            f"{s['protocol']:<14}{s['num_videos']:>8}{100 * s['top1']:>8.2f}%"
+            f"{100 * s['top5']:>8.2f}%{100 * s['mean_class_accuracy']:>11.2f}%"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,68 @@
+"""One data-parallel mesh over every device of every host.
+
+The batch is sharded along the ``data`` axis and the parameters are replicated. Under ``jax.jit``
+a BatchNorm on the sharded batch reduces over the *global* batch (XLA inserts the cross-device
+mean), so its statistics are those of all ``batch_size`` clips; the released PyTorch code used
+per-GPU statistics instead.
+"""
+
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+DATA_AXIS = "data"
+
+
+def create_mesh() -> jax.sharding.Mesh:
+    """A 1-D mesh named ``data`` over all devices (all hosts)."""
+    return jax.make_mesh(
+        (jax.device_count(),), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,)
+    )
+
+
+def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def data_sharded(mesh: jax.sharding.Mesh) -> NamedSharding:
+    """Shards the leading (batch) dimension over the ``data`` axis."""
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def per_host_batch_size(global_batch_size: int, *, what: str = "batch_size") -> int:
+    """Splits a global batch size over the hosts, checking that it divides the devices.
+
+    Raises:
+      ValueError: if ``global_batch_size`` is not a multiple of the number of devices.
+    """
+    devices = jax.device_count()
+    if global_batch_size % devices:
+        raise ValueError(
+            f"config.{what}={global_batch_size} must be a multiple of the number of devices "
+            f"({devices}); the batch is split evenly over them."
+        )
+    return global_batch_size // jax.process_count()
+
+
+def shard_batch(batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
+    """Assembles the per-host numpy batches of all hosts into global arrays.
+
+    Args:
+      batch: this host's part of the batch, each array with a leading dimension of
+        ``global_batch / process_count``.
+      mesh: the data mesh.
+
+    Returns:
+      Global ``jax.Array``s of leading dimension ``global_batch`` sharded along ``data``.
+    """
+    sharding = data_sharded(mesh)
+    return {
+        k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()
+    }
+
+
+def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
+    """Places a tree of arrays, replicated, on every device of the mesh."""
+    return jax.device_put(tree, replicated(mesh))

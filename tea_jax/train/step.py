@@ -1,0 +1,119 @@
+"""Training and evaluation steps (pure functions, compiled with ``jax.jit`` by the loop)."""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from tea_jax.data import normalize
+from tea_jax.train.state import TrainState
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
+    """Mean softmax cross-entropy.
+
+    Args:
+      logits: (N, C) float.
+      labels: (N,) int.
+      label_smoothing: mass spread uniformly over the classes.
+    """
+    targets = jax.nn.one_hot(labels, logits.shape[-1])
+    if label_smoothing:
+        targets = optax.smooth_labels(targets, label_smoothing)
+    return optax.softmax_cross_entropy(logits, targets).mean()
+
+
+def topk_correct(scores: jax.Array, labels: jax.Array, k: int) -> jax.Array:
+    """(N,) bool: whether the label is among the ``k`` highest scores of each row of (N, C)."""
+    k = min(k, scores.shape[-1])
+    _, top = jax.lax.top_k(scores, k)
+    return (top == labels[:, None]).any(axis=-1)
+
+
+def train_step(
+    state: TrainState,
+    batch: dict[str, jax.Array],
+    rng: jax.Array,
+    *,
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    label_smoothing: float = 0.0,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimizer step on a global batch.
+
+    Args:
+      state: the replicated training state.
+      batch: ``video`` uint8 (B, T, H, W, 3) and ``label`` int32 (B,), sharded along the batch.
+      rng: base key; the dropout key is derived from it and the step, so it is independent of the
+        number of devices.
+      model: the Flax module.
+      tx: the optimizer.
+      schedule: the learning-rate schedule (for logging).
+      label_smoothing: label smoothing of the loss.
+
+    Returns:
+      The new state and replicated scalar metrics ``loss``, ``top1``, ``top5``, ``grad_norm``,
+      ``lr``.
+    """
+    video = normalize(batch["video"])
+    labels = batch["label"]
+    dropout_rng = jax.random.fold_in(rng, state.step)
+
+    def loss_fn(params):
+        logits, updates = model.apply(
+            {"params": params, "batch_stats": state.batch_stats},
+            video,
+            train=True,
+            mutable=["batch_stats"],
+            rngs={"dropout": dropout_rng},
+        )
+        logits = logits.astype(jnp.float32)
+        return cross_entropy(logits, labels, label_smoothing), (logits, updates["batch_stats"])
+
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new_state = state.replace(
+        step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
+    )
+    metrics = {
+        "loss": loss,
+        "top1": topk_correct(logits, labels, 1).mean(),
+        "top5": topk_correct(logits, labels, 5).mean(),
+        "grad_norm": optax.global_norm(grads),
+        "lr": jnp.asarray(schedule(state.step), jnp.float32),
+    }
+    return new_state, metrics
+
+
+def eval_step(
+    variables: dict[str, Any],
+    batch: dict[str, jax.Array],
+    *,
+    model: nn.Module,
+    average: str = "softmax",
+) -> jax.Array:
+    """Video-level scores averaged over the views of each video.
+
+    Args:
+      variables: ``{'params', 'batch_stats'}``.
+      batch: ``video`` uint8 (B, V, T, H, W, 3) with V views (clips x crops) per video.
+      model: the Flax module.
+      average: ``'softmax'`` averages the views' probabilities, ``'logits'`` their logits.
+
+    Returns:
+      (B, C) float32 scores.
+    """
+    video = batch["video"]
+    b, v = video.shape[:2]
+    clips = normalize(video.reshape(b * v, *video.shape[2:]))
+    logits = model.apply(variables, clips, train=False).astype(jnp.float32)
+    logits = logits.reshape(b, v, -1)
+    if average == "softmax":
+        return jax.nn.softmax(logits, axis=-1).mean(axis=1)
+    if average == "logits":
+        return logits.mean(axis=1)
+    raise ValueError(f"Unknown score average {average!r}: use softmax or logits.")

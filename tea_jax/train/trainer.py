@@ -1,0 +1,310 @@
+"""The training loop: sharded steps, periodic evaluation, checkpoints, resumption and logging."""
+
+import dataclasses
+import functools
+import logging
+import os
+import shutil
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from tea_jax import data as data_lib
+from tea_jax.train import checkpointing, evaluation, optim, sharding
+from tea_jax.train import logging as log_lib
+from tea_jax.train import model as model_lib
+from tea_jax.train.state import TrainState, create_train_state
+from tea_jax.train.step import train_step
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclasses.dataclass
+class Schedule:
+    """Step counts of a run derived from the config and the dataset size."""
+
+    steps_per_epoch: int
+    total_steps: int
+    log_every: int
+    eval_every: int
+    checkpoint_every: int
+
+    @classmethod
+    def from_config(cls, config: ml_collections.ConfigDict, num_examples: int) -> "Schedule":
+        steps_per_epoch = num_examples // config.batch_size
+        if steps_per_epoch < 1:
+            raise ValueError(
+                f"The training split has {num_examples} videos, fewer than one global batch "
+                f"(config.batch_size={config.batch_size})."
+            )
+        total = (
+            config.total_steps if config.total_steps > 0 else config.num_epochs * steps_per_epoch
+        )
+        return cls(
+            steps_per_epoch=steps_per_epoch,
+            total_steps=total,
+            log_every=max(config.log_every_steps, 1),
+            eval_every=config.eval_every_steps if config.eval_every_steps > 0 else steps_per_epoch,
+            checkpoint_every=(
+                config.checkpoint_every_steps
+                if config.checkpoint_every_steps > 0
+                else steps_per_epoch
+            ),
+        )
+
+
+def _abstract(tree: Any, mesh: jax.sharding.Mesh) -> Any:
+    replicated = sharding.replicated(mesh)
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), tree)
+
+
+def _new_classifier(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    """Whether ``init_from`` left the classifier at its initialisation."""
+    fc_before = jax.tree.leaves(before["params"].get("fc", {}))
+    fc_after = jax.tree.leaves(after["params"].get("fc", {}))
+    return all(np.array_equal(a, b) for a, b in zip(fc_before, fc_after, strict=True))
+
+
+def _init_from(variables: dict[str, Any], config: ml_collections.ConfigDict) -> dict[str, Any]:
+    from tea_jax.checkpoint import init_from
+
+    host_variables = jax.tree.map(np.asarray, variables)
+    loaded, summary = init_from(host_variables, config.init_from, model_name=config.model)
+    logging.info("Initialised from %s: %s", config.init_from, summary)
+    return loaded
+
+
+def create_state(
+    config: ml_collections.ConfigDict,
+    model: Any,
+    mesh: jax.sharding.Mesh,
+    schedule: Schedule,
+    rng: jax.Array,
+) -> tuple[TrainState, Any, Any, bool]:
+    """Initialises the model (optionally from ``config.init_from``) and the optimizer.
+
+    Returns:
+      ``(state, tx, lr_schedule, new_classifier)`` with the state replicated on the mesh.
+    """
+    variables = model_lib.init_variables(
+        model,
+        num_segments=config.num_segments,
+        image_size=config.data.image_size,
+        rng=rng,
+        mesh=mesh,
+    )
+    new_classifier = True
+    if config.init_from:
+        fresh = jax.tree.map(np.asarray, variables)
+        variables = sharding.replicate(_init_from(variables, config), mesh)
+        new_classifier = _new_classifier(fresh, variables)
+    lr_schedule = optim.create_schedule(
+        config.optim,
+        global_batch_size=config.batch_size,
+        steps_per_epoch=schedule.steps_per_epoch,
+        total_steps=schedule.total_steps,
+    )
+    partial_bn = bool(config.model_options.get("partial_bn", False))
+    tx = optim.create_optimizer(
+        config.optim,
+        variables["params"],
+        schedule=lr_schedule,
+        new_classifier=new_classifier,
+        partial_bn=partial_bn,
+    )
+    state = jax.jit(
+        functools.partial(create_train_state, tx=tx), out_shardings=sharding.replicated(mesh)
+    )(variables)
+    return state, tx, lr_schedule, new_classifier
+
+
+def make_train_fn(config, model, tx, lr_schedule, mesh, state):
+    """Compiles :func:`train_step` with explicit shardings and the state donated."""
+    state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), state)
+    step_fn = functools.partial(
+        train_step,
+        model=model,
+        tx=tx,
+        schedule=lr_schedule,
+        label_smoothing=config.label_smoothing,
+    )
+    return jax.jit(
+        step_fn,
+        in_shardings=(state_sharding, sharding.data_sharded(mesh), sharding.replicated(mesh)),
+        out_shardings=(state_sharding, sharding.replicated(mesh)),
+        donate_argnums=0,
+    )
+
+
+def _check_finite(history: list[dict[str, jax.Array]], first_step: int, last_good: int | None):
+    losses = np.asarray(jax.device_get([m["loss"] for m in history]))
+    bad = np.flatnonzero(~np.isfinite(losses))
+    if bad.size:
+        step = first_step + int(bad[0]) + 1
+        kept = f"the last good checkpoint is step {last_good}" if last_good else "no checkpoint"
+        raise NonFiniteLossError(
+            f"The training loss is {losses[bad[0]]} at step {step}; stopping ({kept}). "
+            "Lower optim.lr, check the data, or raise optim.clip_norm's strictness."
+        )
+
+
+def _summarise(history: list[dict[str, jax.Array]]) -> dict[str, float]:
+    fetched = jax.device_get(history)
+    return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0] if k != "lr"} | {
+        "lr": float(fetched[-1]["lr"])
+    }
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Trains ``config`` in ``workdir``, resuming from its latest checkpoint if there is one.
+
+    Args:
+      config: a config built from ``configs/default.py``.
+      workdir: output directory (checkpoints, ``metrics.jsonl``, TensorBoard, config, model).
+
+    Returns:
+      The last validation metrics (``top1``, ``top5``, ...), or ``{}`` when the run stopped early
+      on SIGTERM.
+
+    Raises:
+      NonFiniteLossError: the loss became NaN/inf (checkpoints up to the last good one remain).
+    """
+    os.makedirs(workdir, exist_ok=True)
+    log_lib.save_config(config, workdir)
+    mesh = sharding.create_mesh()
+    host_batch = sharding.per_host_batch_size(config.batch_size)
+    host_eval_batch = sharding.per_host_batch_size(config.eval_batch_size, what="eval_batch_size")
+    train_loader = data_lib.create_loader(
+        config.data,
+        "train",
+        batch_size=host_batch,
+        num_segments=config.num_segments,
+        seed=config.seed,
+    )
+    val_loader = data_lib.create_loader(
+        config.data,
+        "val",
+        batch_size=host_eval_batch,
+        num_segments=config.num_segments,
+        seed=config.seed,
+        protocol=config.eval_protocol,
+        num_epochs=1,
+    )
+    steps = Schedule.from_config(config, train_loader.num_examples)
+    model = model_lib.build_model(config, train_loader.num_classes)
+    rng = jax.random.key(config.seed)
+    init_rng, dropout_rng = jax.random.split(rng)
+    state, tx, lr_schedule, _ = create_state(config, model, mesh, steps, init_rng)
+    train_fn = make_train_fn(config, model, tx, lr_schedule, mesh, state)
+    eval_fn = evaluation.make_eval_fn(model, mesh, config.score_average)
+
+    checkpointer = checkpointing.Checkpointer(
+        os.path.join(os.path.abspath(workdir), "checkpoints"),
+        keep=config.keep_checkpoints,
+        keep_best=config.keep_best_checkpoints,
+    )
+    train_iter = iter(train_loader)
+    start = checkpointer.latest_step()
+    if start is not None:
+        state, restored_data = checkpointer.restore(start, _abstract(state, mesh), train_iter)
+        if not restored_data:
+            logging.warning("Resuming step %d with a fresh data iterator.", start)
+        logging.info("Resumed from step %d.", start)
+    start = int(start or 0)
+    last_good = start or None
+
+    writer = log_lib.MetricWriter(workdir)
+    progress = log_lib.Progress(steps.total_steps, start, steps.steps_per_epoch)
+    preemption = checkpointing.PreemptionWatcher()
+    val_metrics: dict[str, Any] = {}
+    history: list[dict[str, jax.Array]] = []
+    train_summary: dict[str, float] = {"lr": float(lr_schedule(start)), "clips_per_sec": 0.0}
+    window_start, window_step = time.perf_counter(), start
+    step = start
+    try:
+        while step < steps.total_steps:
+            batch = sharding.shard_batch(next(train_iter), mesh)
+            state, metrics = train_fn(state, batch, dropout_rng)
+            history.append(metrics)
+            step += 1
+            stopping = preemption.should_stop()
+            is_last = step == steps.total_steps
+            if step % steps.log_every == 0 or is_last or stopping:
+                _check_finite(history, step - len(history), last_good)
+                train_summary = _summarise(history)
+                elapsed = time.perf_counter() - window_start
+                train_summary["clips_per_sec"] = (step - window_step) * config.batch_size / elapsed
+                train_summary["epoch"] = step / steps.steps_per_epoch
+                writer.write(step, "train", train_summary)
+                progress.update(step, train_summary)
+                history = []
+                window_start, window_step = time.perf_counter(), step
+            if stopping:
+                checkpointer.save(step, state, train_iter)
+                progress.write(f"SIGTERM: saved step {step}; exiting.")
+                return {}
+            best_metric = None
+            if step % steps.eval_every == 0 or is_last:
+                val_metrics = evaluation.evaluate(eval_fn, state.variables, val_loader, mesh)
+                record = {
+                    k: val_metrics[k] for k in ("loss", "top1", "top5", "mean_class_accuracy")
+                }
+                record.update(
+                    lr=train_summary["lr"],
+                    clips_per_sec=train_summary["clips_per_sec"],
+                    epoch=step / steps.steps_per_epoch,
+                )
+                writer.write(step, "val", record)
+                progress.write(
+                    f"step {step} (epoch {record['epoch']:.2f}): val top-1 "
+                    f"{100 * record['top1']:.2f}%, top-5 {100 * record['top5']:.2f}%"
+                )
+                best_metric = {"top1": record["top1"]}
+                window_start = time.perf_counter()
+            if step % steps.checkpoint_every == 0 or is_last or best_metric:
+                _check_finite(history, step - len(history), last_good)
+                checkpointer.save(step, state, train_iter, best_metric)
+                last_good = step
+        checkpointer.wait()
+        export_model(config, workdir, train_loader.num_classes, checkpointer, state, mesh)
+    finally:
+        progress.close()
+        preemption.close()
+        checkpointer.close()
+        writer.close()
+    log_lib.plot_curves(workdir)
+    return {k: v for k, v in val_metrics.items() if k not in ("scores", "labels", "index")}
+
+
+def export_model(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    num_classes: int,
+    checkpointer: checkpointing.Checkpointer,
+    state: TrainState,
+    mesh: jax.sharding.Mesh,
+) -> str:
+    """Saves the best (else the last) weights as a model checkpoint in ``WORKDIR/model``.
+
+    The model is recorded with float32 compute; ``tea_jax.load_model`` and ``eval.py
+    --checkpoint`` read it.
+    """
+    from jax.experimental import multihost_utils
+
+    from tea_jax.checkpoint import save_model
+
+    best = checkpointer.best_step()
+    if best is not None and best != int(state.step):
+        state, _ = checkpointer.restore(best, _abstract(state, mesh))
+    path = os.path.join(workdir, "model")
+    if jax.process_index() == 0 and os.path.exists(path):
+        shutil.rmtree(path)
+    multihost_utils.sync_global_devices("export_model")
+    options = model_lib.model_options(config, num_classes) | {"dtype": "float32"}
+    save_model(path, config.model, options, jax.device_get(state.variables))
+    return path
