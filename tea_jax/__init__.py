@@ -1,0 +1,22 @@
+"""TEA: Temporal Excitation and Aggregation for action recognition, in JAX/Flax."""
+
+from tea_jax.models import MODELS, count_params, create_model
+from tea_jax.modules import MotionExcitation, MultipleTemporalAggregation, TemporalConv
+
+__all__ = [
+    "MODELS",
+    "MotionExcitation",
+    "MultipleTemporalAggregation",
+    "TemporalConv",
+    "count_params",
+    "create_model",
+    "load_model",
+]
+
+
+def __getattr__(name: str):
+    if name == "load_model":
+        from tea_jax.checkpoint import load_model
+
+        return load_model
+    raise AttributeError(f"module 'tea_jax' has no attribute {name!r}")

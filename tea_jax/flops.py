@@ -1,0 +1,90 @@
+"""Multiply-accumulate count of a model: `python -m tea_jax.flops --model tea50 --num-segments 8`.
+
+The count walks the model's jaxpr and adds the MACs of its convolutions, matrix products and channel-wise
+temporal convolutions (written here as shifted products; counted as the Conv1d layers they replace), as the
+usual PyTorch counters do for Conv and Linear layers. Other element-wise work (BatchNorm, activations,
+pooling, excitation gates) is not counted.
+"""
+
+import argparse
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.extend import core
+
+from tea_jax.models import MODELS, count_params, create_model
+from tea_jax.modules.temporal import TEMPORAL_CONV_SCOPE
+
+
+def _conv_macs(eqn: Any) -> int:
+    out = eqn.outvars[0].aval.shape
+    kernel = eqn.invars[1].aval.shape
+    out_features = kernel[eqn.params["dimension_numbers"].rhs_spec[0]]
+    return math.prod(out) * math.prod(kernel) // out_features
+
+
+def _dot_macs(eqn: Any) -> int:
+    (_, rhs_contract), (_, rhs_batch) = eqn.params["dimension_numbers"]
+    lhs, rhs = eqn.invars[0].aval.shape, eqn.invars[1].aval.shape
+    rhs_free = [d for i, d in enumerate(rhs) if i not in rhs_contract and i not in rhs_batch]
+    return math.prod(lhs) * math.prod(rhs_free)
+
+
+def _count(jaxpr: core.Jaxpr, totals: dict[str, int]) -> None:
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "conv_general_dilated":
+            totals["conv"] += _conv_macs(eqn)
+        elif eqn.primitive.name == "dot_general":
+            totals["dot"] += _dot_macs(eqn)
+        elif eqn.primitive.name == "mul" and TEMPORAL_CONV_SCOPE in str(eqn.source_info.name_stack):
+            totals["temporal"] += math.prod(eqn.outvars[0].aval.shape)
+        for sub in core.jaxprs_in_params(eqn.params):
+            _count(sub, totals)
+
+
+def count_macs(fn, *args) -> dict[str, int]:
+    """MACs of the convolutions (`conv`), matrix products (`dot`) and channel-wise temporal convolutions
+    (`temporal`) of `fn(*args)`, from its jaxpr (no compilation)."""
+    totals = {"conv": 0, "dot": 0, "temporal": 0}
+    _count(jax.make_jaxpr(fn)(*args).jaxpr, totals)
+    return totals
+
+
+def model_report(name: str, num_segments: int, resolution: int, num_classes: int = 1000) -> dict:
+    """GMACs per clip and parameter count of a registered model in inference mode."""
+    model = create_model(name, num_classes=num_classes, num_segments=num_segments)
+    video = jax.ShapeDtypeStruct((1, num_segments, resolution, resolution, 3), jnp.float32)
+    variables = jax.eval_shape(lambda v: model.init(jax.random.key(0), v), video)
+    macs = count_macs(lambda v, x: model.apply(v, x), variables, video)
+    return {
+        "model": name,
+        "num_segments": num_segments,
+        "resolution": resolution,
+        "gmacs": sum(macs.values()) / 1e9,
+        "conv_gmacs": macs["conv"] / 1e9,
+        "matmul_gmacs": macs["dot"] / 1e9,
+        "temporal_gmacs": macs["temporal"] / 1e9,
+        "params": count_params(variables),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="tea50", choices=sorted(MODELS))
+    parser.add_argument("--num-segments", type=int, default=8)
+    parser.add_argument("--resolution", type=int, default=224)
+    parser.add_argument("--num-classes", type=int, default=1000)
+    args = parser.parse_args(argv)
+    r = model_report(args.model, args.num_segments, args.resolution, args.num_classes)
+    print(
+        f"{r['model']}: {r['gmacs']:.2f} GMACs per {r['num_segments']}-frame "
+        f"{r['resolution']}x{r['resolution']} clip (spatial convolutions {r['conv_gmacs']:.2f}, 1x1 "
+        f"convolutions and classifier {r['matmul_gmacs']:.2f}, temporal convolutions "
+        f"{r['temporal_gmacs']:.2f}), {r['params']:,} parameters"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""The temporal modules against naive per-timestep references (paper Sec. 3)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tea_jax.modules import (
+    MotionExcitation,
+    MultipleTemporalAggregation,
+    TemporalConv,
+    batch_norm,
+    temporal_shift,
+)
+
+
+def naive_temporal_conv(x, kernel, t):
+    v = np.asarray(x).reshape(-1, t, *x.shape[1:])
+    out = np.zeros_like(v)
+    for i in range(t):
+        for tap, dt in enumerate((-1, 0, 1)):
+            if 0 <= i + dt < t:
+                out[:, i] += kernel[tap] * v[:, i + dt]
+    return out.reshape(x.shape)
+
+
+def explicit_shift(x, t, fold):
+    v = np.asarray(x).reshape(-1, t, *x.shape[1:])
+    out = v.copy()
+    out[:, :, ..., :fold] = 0
+    out[:, :-1, ..., :fold] = v[:, 1:, ..., :fold]
+    out[:, :, ..., fold : 2 * fold] = 0
+    out[:, 1:, ..., fold : 2 * fold] = v[:, :-1, ..., fold : 2 * fold]
+    return out.reshape(x.shape)
+
+
+@pytest.mark.parametrize("t", [8, 16, 5])
+def test_temporal_conv_matches_naive_loop(t):
+    x = jax.random.normal(jax.random.key(0), (2 * t, 4, 4, 6))
+    module = TemporalConv(t, init_mode="normal")
+    variables = module.init(jax.random.key(1), x)
+    kernel = np.asarray(variables["params"]["kernel"])
+    assert kernel.shape == (3, 6) and np.abs(kernel).min() > 0
+    np.testing.assert_allclose(
+        module.apply(variables, x), naive_temporal_conv(x, kernel, t), rtol=1e-5, atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("fold_div", [2, 8])
+def test_shift_init_is_the_tsm_shift(fold_div):
+    t, c = 8, 16
+    x = jax.random.normal(jax.random.key(0), (2 * t, 3, 3, c))
+    module = TemporalConv(t, init_mode="shift", fold_div=fold_div)
+    out = module.apply(module.init(jax.random.key(1), x), x)
+    expected = explicit_shift(x, t, c // fold_div)
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+    np.testing.assert_allclose(temporal_shift(x, t, fold_div), expected, atol=1e-6)
+
+
+def test_identity_init_is_the_identity():
+    x = jax.random.normal(jax.random.key(0), (16, 3, 3, 10))
+    module = TemporalConv(8, init_mode="identity")
+    np.testing.assert_allclose(module.apply(module.init(jax.random.key(1), x), x), x, atol=1e-6)
+
+
+def _randomize_batch_stats(variables, key):
+    stats = variables["batch_stats"]
+    leaves, treedef = jax.tree_util.tree_flatten(stats)
+    keys = jax.random.split(key, len(leaves))
+    new = [
+        jax.random.uniform(k, leaf.shape, minval=0.5, maxval=1.5)
+        if i % 2
+        else 0.1 * jax.random.normal(k, leaf.shape)
+        for i, (k, leaf) in enumerate(zip(keys, leaves, strict=True))
+    ]
+    return {**variables, "batch_stats": jax.tree_util.tree_unflatten(treedef, new)}
+
+
+def naive_motion_excitation(x, p, s, t, variant, residual):
+    """ME of the released code, one time step at a time, in NumPy (eval-mode BatchNorm)."""
+
+    def bn(y, params, stats):
+        return (y - stats["mean"]) / np.sqrt(stats["var"] + 1e-5) * params["scale"] + params["bias"]
+
+    x = np.asarray(x)
+    xr = bn(x @ np.asarray(p["conv_reduce"]["kernel"]), p["bn_reduce"], s["bn_reduce"])
+    k = np.asarray(p["conv_transform"]["kernel"])[:, :, 0]  # (3, 3, Cr)
+    padded = np.pad(xr, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    h, w = x.shape[1:3]
+    conv = sum(padded[:, i : i + h, j : j + w] * k[i, j] for i in range(3) for j in range(3))
+    xr, conv = xr.reshape(-1, t, *xr.shape[1:]), conv.reshape(-1, t, *conv.shape[1:])
+    motion = np.zeros_like(xr)
+    for i in range(t - 1):
+        motion[:, i] = conv[:, i + 1] - xr[:, i]
+    pooled = motion.mean(axis=(2, 3)).reshape(-1, xr.shape[-1])
+    y = bn(pooled @ np.asarray(p["conv_expand"]["kernel"]), p["bn_expand"], s["bn_expand"])
+    sig = 1 / (1 + np.exp(-y))
+    gate = (sig - 0.5 if variant == "reference" else 2 * sig - 1)[:, None, None, :]
+    return x + x * gate if residual else x * gate
+
+
+@pytest.mark.parametrize(
+    "variant,residual,t", [("reference", True, 8), ("paper", True, 16), ("reference", False, 5)]
+)
+def test_motion_excitation_matches_naive_reference(variant, residual, t):
+    x = jax.random.normal(jax.random.key(0), (2 * t, 6, 6, 32))
+    module = MotionExcitation(
+        t,
+        batch_norm(use_running_average=True, dtype=jnp.float32),
+        variant=variant,
+        residual=residual,
+    )
+    variables = _randomize_batch_stats(module.init(jax.random.key(1), x), jax.random.key(2))
+    expected = naive_motion_excitation(
+        x, variables["params"], variables["batch_stats"], t, variant, residual
+    )
+    np.testing.assert_allclose(module.apply(variables, x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_motion_excitation_static_clip_gates_frames_alike():
+    """In a static clip every frame but the last (whose motion is zero) sees the same motion."""
+    t = 8
+    frame = jax.random.normal(jax.random.key(0), (1, 5, 5, 32))
+    static = jnp.tile(frame, (t, 1, 1, 1))
+    module = MotionExcitation(t, batch_norm(use_running_average=True, dtype=jnp.float32))
+    variables = module.init(jax.random.key(1), static)
+    out = module.apply(variables, static)
+    np.testing.assert_allclose(out[: t - 1], jnp.tile(out[:1], (t - 1, 1, 1, 1)), atol=1e-6)
+    assert not np.allclose(out[-1], out[0], atol=1e-4)
+
+
+def _mta(t, variant="reference", first_in_stage=False, strides=1):
+    return MultipleTemporalAggregation(
+        width=4,
+        num_segments=t,
+        norm=batch_norm(use_running_average=True, dtype=jnp.float32),
+        strides=strides,
+        first_in_stage=first_in_stage,
+        variant=variant,
+        temporal_init="normal",
+    )
+
+
+def test_mta_receptive_field_grows_along_the_cascade():
+    """An impulse at frame t reaches t±1 through the first fragment and t±(i+1) through fragment i."""
+    t, centre, width = 16, 8, 4
+    module = _mta(t)
+    x = jnp.zeros((t, 5, 5, 4 * width))
+    variables = module.init(jax.random.key(0), x)
+    impulse = x.at[centre].set(jax.random.normal(jax.random.key(1), x.shape[1:]))
+    delta = np.abs(np.asarray(module.apply(variables, impulse) - module.apply(variables, x)))
+    reached = delta.reshape(t, -1, 4, width).max(axis=(1, 3)) > 1e-6  # (frames, fragment)
+    for fragment, radius in enumerate((1, 2, 3, 1)):
+        frames = np.flatnonzero(reached[:, fragment])
+        assert frames.min() == centre - radius and frames.max() == centre + radius, (
+            fragment,
+            frames,
+        )
+
+
+def test_mta_paper_variant_keeps_first_fragment_and_cascades():
+    t, centre, width = 16, 8, 4
+    module = _mta(t, variant="paper")
+    x = jax.random.normal(jax.random.key(2), (t, 5, 5, 4 * width))
+    variables = module.init(jax.random.key(0), x)
+    out = module.apply(variables, x)
+    np.testing.assert_array_equal(out[..., :width], x[..., :width])
+    assert "temporal_3" not in variables["params"]
+    impulse = jnp.zeros_like(x).at[centre].set(1.0)
+    zeros = jnp.zeros_like(x)
+    delta = np.abs(np.asarray(module.apply(variables, impulse) - module.apply(variables, zeros)))
+    reached = delta.reshape(t, -1, 4, width).max(axis=(1, 3)) > 1e-6
+    for fragment, radius in enumerate((0, 1, 2, 3)):
+        frames = np.flatnonzero(reached[:, fragment])
+        assert frames.min() == centre - radius and frames.max() == centre + radius, (
+            fragment,
+            frames,
+        )
+
+
+def test_mta_first_block_of_stage_pools_last_fragment():
+    module = _mta(8, first_in_stage=True, strides=2)
+    x = jax.random.normal(jax.random.key(0), (8, 6, 6, 16))
+    variables = module.init(jax.random.key(1), x)
+    out = module.apply(variables, x)
+    assert out.shape == (8, 3, 3, 16)
+    last = TemporalConv(8, init_mode="normal").apply(
+        {"params": variables["params"]["temporal_3"]}, x[..., 12:]
+    )
+    padded = jnp.pad(last, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    pooled = sum(padded[:, i : i + 6 : 2, j : j + 6 : 2] for i in range(3) for j in range(3)) / 9
+    np.testing.assert_allclose(out[..., 12:], pooled, atol=1e-5)
