@@ -1,0 +1,380 @@
+"""PyTorch -> JAX conversion: layouts, logit parity with the PyTorch reference, error paths.
+
+The PyTorch models of `torch_reference` get random weights and BatchNorm statistics from a
+training-mode pass, are saved as the released files are (bare ImageNet state dicts; the TEA
+training checkpoint dict around `nn.DataParallel(TSN)`), converted with the command line entry
+point, and compared with the converted model in eval mode.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import tea_jax  # noqa: E402
+from tea_jax import checkpoint, convert  # noqa: E402
+from tests import torch_reference as tr  # noqa: E402
+
+REFERENCE = os.path.join(
+    os.path.dirname(__file__), "..", "..", "shared", "reference", "pytorch_state_dicts.json"
+)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Blocks per stage with a non-first block in stages 1 and 4 (exercises the MTA cascade), and
+# widths 10/64 of the full ones: every Res2Net fragment width stays even, as the released
+# temporal shift requires (4, 8, 16, 32 channels).
+REDUCED = {"stage_sizes": (2, 1, 1, 2), "stem_width": 10, "planes": (10, 20, 40, 80)}
+REDUCED_OPTIONS = {"stage_sizes": (2, 1, 1, 2), "width_multiplier": 10 / 64}
+SIZE = 64
+TOLERANCE = 1e-3  # Of the largest logit.
+
+
+def run_convert(kind, source, output, *extra):
+    """Runs the command line entry point."""
+    convert.main([kind, "--input", str(source), "--output", str(output), *map(str, extra)])
+
+
+def _layout(state_dict):
+    return [[k, list(v.shape), str(v.dtype).removeprefix("torch.")] for k, v in state_dict.items()]
+
+
+def _calibrated(model, inputs, seed=0):
+    tr.randomize_(model, seed)
+    tr.calibrate_batch_norm_(model, inputs)
+    with torch.no_grad():
+        return model, model(inputs).numpy()
+
+
+def _videos(n, t, seed):
+    return torch.randn((n, t, 3, SIZE, SIZE), generator=torch.Generator().manual_seed(seed))
+
+
+def _nhwc(x):
+    return jnp.asarray(np.moveaxis(x.numpy(), -3, -1))
+
+
+def save_tea_checkpoint(path, num_segments, num_classes=7, seed=0, **arch):
+    """Saves a random TEA model as the released training code does; returns (video, logits)."""
+    model = tr.tea50(num_classes, num_segments, **(arch or REDUCED))
+    video = _videos(2, num_segments, seed + 1)
+    model, logits = _calibrated(model, video, seed)
+    wrapped = torch.nn.DataParallel(model)
+    optimizer = torch.optim.SGD(wrapped.parameters(), lr=0.01, momentum=0.9)
+    torch.save(
+        {
+            "epoch": 5,
+            "arch": "tea50",
+            "state_dict": wrapped.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "best_prec1": 12.5,
+        },
+        path,
+    )
+    return video, logits
+
+
+def _logits(directory, video):
+    model, variables = checkpoint.load_model(directory)
+    return np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, video))
+
+
+def assert_close_logits(actual, expected):
+    assert actual.shape == expected.shape
+    scale = np.abs(expected).max()
+    assert scale > 0.1  # Informative logits, not a collapsed network.
+    np.testing.assert_array_less(np.abs(actual - expected).max(), TOLERANCE * scale)
+
+
+@pytest.fixture(scope="module")
+def tea8(tmp_path_factory):
+    """A converted reduced TEA checkpoint with 8 segments: (directory, video, torch logits)."""
+    root = tmp_path_factory.mktemp("tea8")
+    video, logits = save_tea_checkpoint(root / "ckpt.best.pth.tar", 8)
+    run_convert("tea", root / "ckpt.best.pth.tar", root / "jax", "--num-segments", 8)
+    return root / "jax", video, logits
+
+
+@pytest.fixture(scope="module")
+def res2net_file(tmp_path_factory):
+    """A reduced Res2Net ImageNet state dict in the legacy (non-zip) format: (path, images, logits)."""
+    path = tmp_path_factory.mktemp("res2net") / "res2net50_26w_4s.pth"
+    images = torch.randn((3, 3, SIZE, SIZE), generator=torch.Generator().manual_seed(3))
+    model, logits = _calibrated(tr.res2net50(num_classes=11, **REDUCED), images, seed=2)
+    torch.save(model.state_dict(), path, _use_new_zipfile_serialization=False)
+    return path, images, logits
+
+
+def test_reference_reproduces_released_layouts():
+    with open(REFERENCE) as f:
+        released = json.load(f)
+    assert _layout(tr.res2net50().state_dict()) == released["res2net50_26w_4s_imagenet"]
+    assert _layout(tr.tea50_backbone().state_dict()) == released["tea50_backbone"]
+    wrapped = list(torch.nn.DataParallel(tr.tea50(400, 8)).state_dict())
+    backbone = [k for k, _, _ in released["tea50_backbone"] if not k.startswith("fc.")]
+    assert wrapped == [f"module.base_model.{k}" for k in backbone] + [
+        "module.new_fc.weight",
+        "module.new_fc.bias",
+    ]
+    count = sum(p.numel() for p in tr.tea50_backbone().parameters())
+    assert count == 26_148_754
+    assert sum(p.numel() for p in tr.res2net50().parameters()) == 25_699_120
+
+
+def test_tea_parity_8_frames(tea8):
+    directory, video, logits = tea8
+    with open(directory / checkpoint.MODEL_FILE) as f:
+        info = json.load(f)
+    assert info == {
+        "name": "tea50",
+        "options": {
+            "num_classes": 7,
+            "num_segments": 8,
+            "stage_sizes": [2, 1, 1, 2],
+            "width_multiplier": 10 / 64,
+            "variant": "reference",
+        },
+    }
+    assert_close_logits(_logits(directory, _nhwc(video)), logits)
+
+
+def test_tea_parity_16_frames_bare_state_dict(tmp_path):
+    """T=16 from the bare state dict without `module.` (also accepted)."""
+    video, logits = save_tea_checkpoint(tmp_path / "wrapped.pth", 16, seed=4)
+    state = torch.load(tmp_path / "wrapped.pth", weights_only=True)["state_dict"]
+    torch.save({k.removeprefix("module."): v for k, v in state.items()}, tmp_path / "bare.pth")
+    run_convert("tea", tmp_path / "bare.pth", tmp_path / "jax", "--num-segments", 16)
+    assert_close_logits(_logits(tmp_path / "jax", _nhwc(video)), logits)
+
+
+def test_load_model_without_torch(tea8):
+    """The converted checkpoint loads and runs in a process where PyTorch cannot be imported."""
+    directory, video, logits = tea8
+    np.save(directory.parent / "video.npy", np.moveaxis(video.numpy(), -3, -1))
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["torch"] = None  # Any import of torch fails.
+        import jax
+        import numpy as np
+        import tea_jax
+        model, variables = tea_jax.load_model({str(directory)!r})
+        video = np.load({str(directory.parent / "video.npy")!r})
+        logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, video)
+        np.save({str(directory.parent / "logits.npy")!r}, logits)
+        assert "torch" not in sys.modules or sys.modules["torch"] is None
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=REPO, timeout=300)
+    assert_close_logits(np.load(directory.parent / "logits.npy"), logits)
+
+
+def test_res2net50_imagenet_parity(res2net_file, tmp_path):
+    path, images, logits = res2net_file
+    run_convert("res2net50", path, tmp_path / "jax")
+    model, variables = checkpoint.load_model(tmp_path / "jax", num_classes=11, num_segments=1)
+    assert model.num_segments == 1
+    assert_close_logits(np.asarray(model.apply(variables, _nhwc(images)[:, None])), logits)
+
+
+def test_resnet50_imagenet_parity(tmp_path):
+    """torchvision layout, saved without `num_batches_tracked` (older files lack it)."""
+    images = torch.randn((3, 3, SIZE, SIZE), generator=torch.Generator().manual_seed(5))
+    model, logits = _calibrated(tr.resnet50(num_classes=9, **REDUCED), images, seed=6)
+    state = {k: v for k, v in model.state_dict().items() if "num_batches_tracked" not in k}
+    torch.save(state, tmp_path / "resnet50.pth")
+    run_convert("resnet50", tmp_path / "resnet50.pth", tmp_path / "jax")
+    model, variables = checkpoint.load_model(tmp_path / "jax")
+    assert_close_logits(np.asarray(model.apply(variables, _nhwc(images)[:, None])), logits)
+
+
+def test_init_tea50_from_converted_res2net(res2net_file, tmp_path, capsys):
+    path, _, _ = res2net_file
+    run_convert("res2net50", path, tmp_path / "imagenet")
+    model = tea_jax.create_model("tea50", num_classes=5, num_segments=8, **REDUCED_OPTIONS)
+    fresh = jax.tree.map(
+        lambda s: np.random.default_rng(0).normal(size=s.shape).astype(s.dtype),
+        checkpoint.abstract_variables(model, 8),
+    )
+    variables, summary = checkpoint.init_from(fresh, tmp_path / "imagenet", model_name="tea50")
+    printed = capsys.readouterr().out
+    assert "new (left at initialisation)" in printed and "layer*/me/conv_reduce" in printed
+
+    imagenet = checkpoint.read_variables(tmp_path / "imagenet")
+    new_modules = {p.split("/")[2] for p in summary.new if p.startswith("params/layer")}
+    assert new_modules == {"me"} | {"mta"}  # ME and the temporal convs of MTA.
+    assert {p for p in summary.new if "/mta/" in p} == {
+        f"params/{block}/mta/temporal_{i}/kernel"
+        for block in ("layer1_0", "layer1_1", "layer2_0", "layer3_0", "layer4_0", "layer4_1")
+        for i in range(4)
+    }
+    assert set(summary.dropped) == {"params/fc/kernel", "params/fc/bias"}
+    assert {"params/fc/kernel", "params/fc/bias"} <= set(summary.new)
+    np.testing.assert_array_equal(
+        variables["params"]["layer2_0"]["mta"]["conv_1"]["kernel"],
+        imagenet["params"]["layer2_0"]["mta"]["conv_1"]["kernel"],
+    )
+    np.testing.assert_array_equal(
+        variables["batch_stats"]["layer4_1"]["bn3"]["var"],
+        imagenet["batch_stats"]["layer4_1"]["bn3"]["var"],
+    )
+    np.testing.assert_array_equal(
+        variables["params"]["layer1_0"]["me"]["conv_reduce"]["kernel"],
+        fresh["params"]["layer1_0"]["me"]["conv_reduce"]["kernel"],
+    )
+    assert len(summary.loaded) + len(summary.new) == len(jax.tree.leaves(fresh))
+
+
+@pytest.mark.slow
+def test_tea_parity_full_size(tmp_path):
+    arch = {"stage_sizes": tr.FULL_STAGE_SIZES, "stem_width": 64, "planes": tr.FULL_PLANES}
+    video, logits = save_tea_checkpoint(tmp_path / "full.pth.tar", 8, num_classes=400, **arch)
+    run_convert("tea", tmp_path / "full.pth.tar", tmp_path / "jax", "--num-segments", 8)
+    with open(tmp_path / "jax" / checkpoint.MODEL_FILE) as f:
+        assert json.load(f)["options"] == {
+            "num_classes": 400,
+            "num_segments": 8,
+            "variant": "reference",
+        }
+    assert_close_logits(_logits(tmp_path / "jax", _nhwc(video)), logits)
+
+
+# Error paths.
+
+
+def _fails(argv, capsys, *fragments):
+    with pytest.raises(SystemExit) as exit_info:
+        convert.main([str(a) for a in argv])
+    assert exit_info.value.code != 0
+    message = str(exit_info.value.code) + capsys.readouterr().err
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_truncated_file(res2net_file, tmp_path, capsys):
+    path, _, _ = res2net_file
+    data = path.read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
+    _fails(
+        ["res2net50", "--input", tmp_path / "cut.pth", "--output", tmp_path / "out"],
+        capsys,
+        str(tmp_path / "cut.pth"),
+        "truncated or corrupted",
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_file_needing_arbitrary_unpickling(tmp_path, capsys):
+    """Training scripts often store their argparse options next to the weights."""
+    args = argparse.Namespace(lr=0.01)
+    torch.save({"state_dict": {"conv1.weight": torch.zeros(1)}, "args": args}, tmp_path / "a.pth")
+    _fails(
+        ["tea", "--input", tmp_path / "a.pth", "--output", tmp_path / "out", "--num-segments", 8],
+        capsys,
+        str(tmp_path / "a.pth"),
+        "weights_only=False",
+    )
+
+
+def test_missing_file_and_missing_num_segments(tmp_path, capsys):
+    _fails(
+        ["res2net50", "--input", tmp_path / "none.pth", "--output", tmp_path],
+        capsys,
+        "no such file",
+    )
+    torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "x.pth")
+    _fails(
+        ["tea", "--input", tmp_path / "x.pth", "--output", tmp_path / "o"], capsys, "--num-segments"
+    )
+    _fails(
+        [
+            "res2net50",
+            "--input",
+            tmp_path / "x.pth",
+            "--output",
+            tmp_path / "o",
+            "--num-segments",
+            8,
+        ],
+        capsys,
+        "tea` only",
+    )
+
+
+def test_other_architecture(res2net_file, tea8, tmp_path, capsys):
+    res2net, _, _ = res2net_file
+    _fails(
+        ["resnet50", "--input", res2net, "--output", tmp_path / "a"],
+        capsys,
+        "does not convert to tsn_resnet50",
+        "a Res2Net backbone without temporal modules",
+    )
+    _fails(
+        ["tea", "--input", res2net, "--output", tmp_path / "b", "--num-segments", 8],
+        capsys,
+        "does not convert to tea50",
+        "me/conv_reduce",
+        "not in the file",
+    )
+    tea_file = tea8[0].parent / "ckpt.best.pth.tar"
+    _fails(
+        ["res2net50", "--input", tea_file, "--output", tmp_path / "c"],
+        capsys,
+        "with Motion Excitation and temporal convs",
+        "tsn_res2net50 has no",
+    )
+    assert not any((tmp_path / d).exists() for d in "abc")
+
+
+def test_unknown_and_missing_keys(res2net_file, tmp_path, capsys):
+    path, _, _ = res2net_file
+    state = torch.load(path, weights_only=True)
+    torch.save({**state, "layer1.0.extra.weight": torch.zeros(3)}, tmp_path / "extra.pth")
+    _fails(
+        ["res2net50", "--input", tmp_path / "extra.pth", "--output", tmp_path / "a"],
+        capsys,
+        "layer1.0.extra.weight (3,): not a known key",
+    )
+    del state["layer3.0.bns.2.running_var"]
+    torch.save(state, tmp_path / "missing.pth")
+    _fails(
+        ["res2net50", "--input", tmp_path / "missing.pth", "--output", tmp_path / "b"],
+        capsys,
+        "batch_stats/layer3_0/mta/bn_2/var (16,): not in the file",
+    )
+
+
+def test_wrong_segments_or_classes_at_load(tea8, tmp_path):
+    directory, _, _ = tea8
+    with pytest.raises(ValueError, match="num_segments=8, but num_segments=16 was requested"):
+        checkpoint.load_model(directory, num_segments=16)
+    with pytest.raises(ValueError, match="num_classes=7, but num_classes=400 was requested"):
+        checkpoint.load_model(directory, num_classes=400)
+    model, variables = checkpoint.load_model(directory)
+    with pytest.raises(ValueError, match="num_segments=8"):
+        model.apply(variables, jnp.zeros((1, 16, SIZE, SIZE, 3)))
+
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    os.symlink(directory / checkpoint.VARIABLES_DIR, edited / checkpoint.VARIABLES_DIR)
+    info = json.loads((directory / checkpoint.MODEL_FILE).read_text())
+    info["options"]["num_classes"] = 400
+    (edited / checkpoint.MODEL_FILE).write_text(json.dumps(info))
+    with pytest.raises(
+        ValueError, match=r"shape of params/fc/kernel: \(320, 7\), model expects \(320, 400\)"
+    ):
+        checkpoint.load_model(edited)
+
+
+def test_refuses_to_overwrite(res2net_file, tmp_path, capsys):
+    path, _, _ = res2net_file
+    run_convert("res2net50", path, tmp_path)
+    _fails(["res2net50", "--input", path, "--output", tmp_path], capsys, "refusing to overwrite")
