@@ -1,0 +1,85 @@
+"""Data options."""
+
+import ml_collections
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Every data option with its default (the paper's Kinetics/ImageNet-style setting).
+
+    Sources and where they read from:
+      source: 'synthetic' | 'frames' | 'videos' | 'arrayrecord' | 'tfds'.
+      root: 'synthetic': where the dataset is generated (or reused); 'frames'/'videos': prefix of
+        relative paths in list files ('videos' without list files: one sub-folder per class);
+        'arrayrecord': the folder written by `tea_jax.data.prepare`.
+      train_list, val_list, test_list: list files (relative to `root` or absolute) for 'frames'
+        (`path num_frames label`) and 'videos' (`path label`); a missing test list uses val.
+      template: frame file names, 1-based: Something-Something V1 '{:05d}.jpg', V2
+        '{:06d}.jpg', Kinetics/UCF101/HMDB51 'img_{:05d}.jpg' (or 'image_{:05d}.jpg').
+      tfds_name: e.g. 'ucf101/split1', 'hmdb51/split2', 'kinetics400', 'something_something_v2'.
+      tfds_data_dir: TFDS data_dir (None: TFDS's default).
+      num_classes: None: taken from the dataset (synthetic, class folders, ArrayRecord meta,
+        TFDS info); required for list files.
+      synthetic: options of `tea_jax.data.synthetic.SyntheticOptions` (seed, num_train, ...).
+
+    Sampling and augmentation:
+      dense_sampling: one 64-frame window with stride 64 // T instead of TSN segments.
+      image_size: side of training crops and of the efficient protocol's centre crop.
+      short_side: frames are (virtually) resized to this short side before cropping; None keeps
+        the stored size for training (TSN's behaviour on frames stored at short side 256).
+      scales: multi-scale crop scales; max_distort: width/height scale indices may differ by this.
+      flip: random horizontal flip in training (off for Something-Something).
+      flip_label_pairs: label pairs exchanged when a clip is flipped, e.g. ((86, 87),); with the
+        synthetic source and flip on, its left/right and rotation pairs are used when empty.
+      test_clips, test_crops: evaluation views when `create_loader` gets no protocol (crops 1:
+        centre crop of `image_size`; 3: three `three_crop_size` squares along the long side).
+      three_crop_size: None: `short_side`.
+
+    Pipeline and bad input:
+      num_workers: grain worker processes (0: decode in the main process).
+      worker_buffer_size: batches each worker prepares ahead.
+      on_error: 'raise' | 'skip' | None (None: 'skip' for training, 'raise' for evaluation).
+      max_bad_fraction: with 'skip', more bad examples than this fraction of a host's share of
+        the split (or of a list file's lines) stops the run.
+    """
+    cfg = ml_collections.ConfigDict()
+    cfg.source = "synthetic"
+    cfg.root = "data/synthetic"
+    cfg.train_list = ""
+    cfg.val_list = ""
+    cfg.test_list = ""
+    cfg.template = "img_{:05d}.jpg"
+    cfg.tfds_name = ""
+    cfg.tfds_data_dir = ml_collections.FieldReference(None, field_type=str)
+    cfg.num_classes = ml_collections.FieldReference(None, field_type=int)
+    cfg.synthetic = ml_collections.ConfigDict(
+        {"seed": 0, "num_train": 1600, "num_val": 400, "size": 64, "texture_amplitude": 0.04}
+    )
+
+    cfg.dense_sampling = False
+    cfg.image_size = 224
+    cfg.short_side = ml_collections.FieldReference(256, field_type=int)
+    cfg.scales = (1.0, 0.875, 0.75, 0.66)
+    cfg.max_distort = 1
+    cfg.flip = True
+    cfg.flip_label_pairs = ()
+    cfg.test_clips = 1
+    cfg.test_crops = 1
+    cfg.three_crop_size = ml_collections.FieldReference(None, field_type=int)
+
+    cfg.num_workers = 4
+    cfg.worker_buffer_size = 2
+    cfg.on_error = ml_collections.FieldReference(None, field_type=str)
+    cfg.max_bad_fraction = 0.01
+    return cfg
+
+
+def synthetic_config(root: str = "data/synthetic") -> ml_collections.ConfigDict:
+    """`default_config` for the synthetic motion dataset: 64x64 frames, 8 classes.
+
+    Flipping stays on: with the synthetic source, a flip exchanges the left/right and
+    clockwise/counter-clockwise labels.
+    """
+    cfg = default_config()
+    cfg.source, cfg.root = "synthetic", root
+    cfg.image_size = cfg.short_side = cfg.synthetic.size
+    return cfg

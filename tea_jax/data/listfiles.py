@@ -1,0 +1,130 @@
+"""List files of the TSN/TSM/TEA code: one video per line.
+
+Frame folders: `path num_frames label`; video files: `path label`. Paths are absolute or relative
+to a root and may contain spaces (the numbers are taken from the end of the line). Blank lines
+and lines starting with `#` are ignored.
+"""
+
+import dataclasses
+import logging
+import os
+
+from tea_jax.data.errors import DataError, ListFileError
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One video of a list.
+
+    Attributes:
+      path: absolute path of the frame folder or video file.
+      label: class index.
+      num_frames: frames in the folder (frame lists only).
+    """
+
+    path: str
+    label: int
+    num_frames: int | None = None
+
+
+def _parse_line(line: str, with_num_frames: bool, root: str, num_classes: int | None) -> Entry:
+    fields = line.rsplit(maxsplit=2 if with_num_frames else 1)
+    expected = "path num_frames label" if with_num_frames else "path label"
+    if len(fields) != expected.count(" ") + 1:
+        raise ValueError(f"expected '{expected}', got {len(fields)} field(s)")
+    try:
+        numbers = [int(f) for f in fields[1:]]
+    except ValueError:
+        raise ValueError(f"expected integers after the path, got {fields[1:]}") from None
+    label = numbers[-1]
+    if label < 0 or (num_classes is not None and label >= num_classes):
+        raise ValueError(f"label {label} outside [0, {num_classes})")
+    num_frames = numbers[0] if with_num_frames else None
+    if num_frames is not None and num_frames < 1:
+        raise ValueError(f"num_frames {num_frames} < 1")
+    return Entry(os.path.join(root, fields[0]), label, num_frames)
+
+
+def read_list(
+    list_path: str,
+    *,
+    with_num_frames: bool,
+    root: str = "",
+    num_classes: int | None = None,
+    on_error: str = "raise",
+    max_bad_fraction: float = 0.01,
+) -> list[Entry]:
+    """Parses a list file.
+
+    Args:
+      list_path: the list file.
+      with_num_frames: `path num_frames label` lines (frame folders) instead of `path label`.
+      root: prefix of relative paths.
+      num_classes: labels must lie in [0, num_classes) (not checked when None).
+      on_error: 'raise' stops at the first bad line; 'skip' logs and drops bad lines.
+      max_bad_fraction: with 'skip', more bad lines than this fraction of all lines is an error.
+
+    Returns:
+      The entries, in file order.
+
+    Raises:
+      ListFileError: a bad line (with 'raise'), or too many (with 'skip'); names `file:line`.
+      DataError: the list file cannot be read.
+    """
+    try:
+        with open(list_path) as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise DataError(list_path, f"cannot read list file ({e.strerror})") from None
+    entries, bad = [], []
+    for number, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            entries.append(_parse_line(line, with_num_frames, root, num_classes))
+        except ValueError as e:
+            error = ListFileError(f"{list_path}:{number}", f"{e}: {line!r}")
+            if on_error == "raise":
+                raise error from None
+            logging.warning("skipping %s", error)
+            bad.append(error)
+    if len(bad) > max_bad_fraction * (len(entries) + len(bad)):
+        raise ListFileError(
+            bad[0].path,
+            f"{len(bad)} of {len(entries) + len(bad)} lines are bad, more than "
+            f"max_bad_fraction={max_bad_fraction}; first: {bad[0].reason}",
+        )
+    if not entries:
+        raise DataError(list_path, "list file has no entries")
+    return entries
+
+
+def class_folder_videos(root: str) -> tuple[list[Entry], list[str]]:
+    """Videos in one sub-folder per class, classes sorted by name.
+
+    Returns:
+      (entries, class_names).
+    """
+    if not os.path.isdir(root):
+        raise DataError(root, "video folder does not exist")
+    classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    entries = [
+        Entry(os.path.join(root, name, file), label)
+        for label, name in enumerate(classes)
+        for file in sorted(os.listdir(os.path.join(root, name)))
+        if file.lower().endswith(VIDEO_EXTENSIONS)
+    ]
+    if not entries:
+        raise DataError(root, f"no video files ({', '.join(VIDEO_EXTENSIONS)}) in class folders")
+    return entries, classes
+
+
+def write_list(list_path: str, entries: list[Entry], root: str = "") -> None:
+    """Writes entries as a list file, paths relative to `root` when under it."""
+    with open(list_path, "w") as f:
+        for e in entries:
+            path = os.path.relpath(e.path, root) if root else e.path
+            counts = f"{e.num_frames} " if e.num_frames is not None else ""
+            f.write(f"{path} {counts}{e.label}\n")

@@ -1,0 +1,100 @@
+"""Synthetic motion dataset: files, time-reversal pairing, determinism, motion direction."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tea_jax.data import synthetic
+from tea_jax.data.video import VideoFile
+
+OPTIONS = synthetic.SyntheticOptions(seed=3, num_train=16, num_val=8)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("synthetic") / "data")
+    synthetic.generate(root, OPTIONS, workers=1)
+    return root
+
+
+def _read_all(path):
+    with VideoFile(path) as video:
+        return video.read(range(video.num_frames))
+
+
+def _centroid(frames):
+    """Brightness-weighted centre (x, y) of the bright object in each frame."""
+    weight = (frames.mean(-1) > 150).astype(float)
+    ys, xs = np.mgrid[: frames.shape[1], : frames.shape[2]]
+    total = weight.sum((1, 2))
+    return np.stack([(weight * xs).sum((1, 2)) / total, (weight * ys).sum((1, 2)) / total], 1)
+
+
+def test_files_and_lists(data_root):
+    with open(os.path.join(data_root, "train.txt")) as f:
+        lines = [line.split() for line in f]
+    assert len(lines) == 16
+    assert sorted(int(label) for _, label in lines) == sorted(list(range(8)) * 2)
+    for path, _ in lines:
+        assert os.path.getsize(os.path.join(data_root, path)) > 0
+    with open(os.path.join(data_root, "classes.txt")) as f:
+        assert f.read().splitlines() == list(synthetic.CLASSES)
+    with open(os.path.join(data_root, "meta.json")) as f:
+        assert json.load(f)["seed"] == 3
+
+
+def test_class_b_is_exact_reversal_after_encoding(data_root):
+    for index in range(4):
+        a = _read_all(os.path.join(data_root, "val", f"{index:05d}_a.mp4"))
+        b = _read_all(os.path.join(data_root, "val", f"{index:05d}_b.mp4"))
+        assert OPTIONS.min_frames <= len(a) <= OPTIONS.max_frames
+        np.testing.assert_array_equal(a, b[::-1])
+
+
+def test_encoding_is_close_to_rendering(data_root):
+    pair, rendered = synthetic.generate_pair(OPTIONS, "train", 1)
+    decoded = _read_all(os.path.join(data_root, "train", "00001_a.mp4"))
+    assert pair == 1
+    assert np.abs(decoded.astype(int) - rendered).mean() < 3
+
+
+def test_deterministic_from_seed():
+    _, a = synthetic.generate_pair(OPTIONS, "train", 5)
+    _, b = synthetic.generate_pair(OPTIONS, "train", 5)
+    _, c = synthetic.generate_pair(synthetic.SyntheticOptions(seed=4), "train", 5)
+    np.testing.assert_array_equal(a, b)
+    assert a.shape != c.shape or np.any(a != c)
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_motion_of_class_a(index):
+    pair, frames = synthetic.generate_pair(OPTIONS, "train", index)
+    centre = _centroid(frames)
+    area = (frames.mean(-1) > 150).sum((1, 2))
+    steps = np.diff(centre, axis=0)
+    if pair == 0:
+        assert np.all(steps[:, 0] > 1.5) and np.all(np.abs(steps[:, 1]) < 0.5)
+    elif pair == 1:
+        assert np.all(steps[:, 1] > 1.5) and np.all(np.abs(steps[:, 0]) < 0.5)
+    elif pair == 3:
+        assert np.all(np.diff(area) > 0)
+    else:
+        assert np.abs(area[-1] / area[0] - 1) < 0.2
+        assert np.any(frames[0] != frames[1])
+
+
+def test_ensure_reuses_and_refuses_other_options(data_root):
+    mtime = os.path.getmtime(os.path.join(data_root, "meta.json"))
+    assert synthetic.ensure(data_root, OPTIONS) == data_root
+    assert os.path.getmtime(os.path.join(data_root, "meta.json")) == mtime
+    with pytest.raises(ValueError, match="other options"):
+        synthetic.ensure(data_root, synthetic.SyntheticOptions(seed=4, num_train=16, num_val=8))
+
+
+def test_cli(tmp_path):
+    out = str(tmp_path / "cli")
+    synthetic.main(["--output", out, "--num_train", "8", "--num_val", "8", "--workers", "1"])
+    with open(os.path.join(out, "val.txt")) as f:
+        assert len(f.readlines()) == 8
