@@ -43,7 +43,7 @@ def _json_options(options: Mapping[str, Any]) -> dict[str, Any]:
     """Returns `options` as JSON values (dtypes as names, tuples as lists)."""
     out = {}
     for key, value in options.items():
-        if isinstance(value, (np.dtype, type)) or key == "dtype":
+        if key == "dtype" and value is not None:
             value = jnp.dtype(value).name
         elif isinstance(value, tuple):
             value = list(value)
@@ -56,8 +56,11 @@ def _json_options(options: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _model_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Inverse of `_json_options` for the values `create_model` needs hashable."""
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+    """Inverse of `_json_options`: lists become tuples, the dtype name a dtype."""
+    out = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+    if out.get("dtype") is not None:
+        out["dtype"] = jnp.dtype(out["dtype"])
+    return out
 
 
 def save_model(
