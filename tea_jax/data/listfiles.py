@@ -1,8 +1,8 @@
 """List files of the TSN/TSM/TEA code: one video per line.
 
-Frame folders: `path num_frames label`; video files: `path label`. Paths are absolute or relative
-to a root and may contain spaces (the numbers are taken from the end of the line). Blank lines
-and lines starting with `#` are ignored.
+Frame folders: `path num_frames label`; video files: `path label`; fields separated by whitespace,
+so paths cannot contain any (the preparation CLIs write names with underscores). Paths are
+absolute or relative to a root. Blank lines and lines starting with `#` are ignored.
 """
 
 import dataclasses
@@ -30,7 +30,7 @@ class Entry:
 
 
 def _parse_line(line: str, with_num_frames: bool, root: str, num_classes: int | None) -> Entry:
-    fields = line.rsplit(maxsplit=2 if with_num_frames else 1)
+    fields = line.split()
     expected = "path num_frames label" if with_num_frames else "path label"
     if len(fields) != expected.count(" ") + 1:
         raise ValueError(f"expected '{expected}', got {len(fields)} field(s)")

@@ -48,7 +48,7 @@ class VideoFile:
 
     def _index(self) -> None:
         if not self._container.streams.video:
-            raise DataError(self.path, "no video stream")
+            raise DataError(self.path, "no video stream (or zero frames)")
         self._stream = self._container.streams.video[0]
         self._stream.codec_context.thread_count = 1
         pts, keyframe_pts = [], []
@@ -60,6 +60,10 @@ class VideoFile:
                 keyframe_pts.append(packet.pts)
         if not pts:
             raise DataError(self.path, "video has zero frames")
+        if self._stream.frames > len(pts):
+            raise DataError(
+                self.path, f"truncated: {len(pts)} of {self._stream.frames} frames present"
+            )
         self._seekable = None not in pts
         if self._seekable:
             self._pts = sorted(pts)
