@@ -134,7 +134,7 @@ def _backbone_keys(state: Mapping[str, np.ndarray], path: str) -> dict[str, np.n
         if name.startswith("new_fc."):
             name = "fc." + name.removeprefix("new_fc.")
         if name in out:
-            raise ConversionError(f"{path}: two classifiers ({key!r} and the backbone's).")
+            raise ConversionError(f"{path}: {key!r} and another key both name {name!r}.")
         out[name] = value
     return out
 

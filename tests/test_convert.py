@@ -156,7 +156,10 @@ def test_tea_parity_16_frames_bare_state_dict(tmp_path):
 
 
 def test_load_model_without_torch(tea8):
-    """The converted checkpoint loads and runs in a process where PyTorch cannot be imported."""
+    """A converted checkpoint loads and runs where PyTorch cannot be imported.
+
+    Reading a .pth file there fails with a message saying what to install.
+    """
     directory, video, logits = tea8
     np.save(directory.parent / "video.npy", np.moveaxis(video.numpy(), -3, -1))
     script = textwrap.dedent(
@@ -170,7 +173,14 @@ def test_load_model_without_torch(tea8):
         video = np.load({str(directory.parent / "video.npy")!r})
         logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, video)
         np.save({str(directory.parent / "logits.npy")!r}, logits)
-        assert "torch" not in sys.modules or sys.modules["torch"] is None
+        assert sys.modules["torch"] is None
+        from tea_jax import convert
+        try:
+            convert.read_state_dict({str(directory.parent / "ckpt.best.pth.tar")!r})
+        except convert.ConversionError as e:
+            assert "needs PyTorch" in str(e), e
+        else:
+            raise AssertionError("read a .pth file without PyTorch")
         """
     )
     subprocess.run([sys.executable, "-c", script], check=True, cwd=REPO, timeout=300)
