@@ -71,14 +71,17 @@ class FrameFolder:
     def _path(self, index: int) -> str:
         return os.path.join(self.name, self._template.format(index + 1))
 
-    def _decode(self, index: int) -> np.ndarray:
+    def encoded(self, index: int) -> bytes:
+        """The file of frame `index` (0-based), as stored."""
         path = self._path(index)
         try:
             with open(path, "rb") as f:
-                data = f.read()
+                return f.read()
         except OSError as e:
             raise DataError(path, f"cannot read frame ({e.strerror})") from None
-        return decode_image(data, path)
+
+    def _decode(self, index: int) -> np.ndarray:
+        return decode_image(self.encoded(index), self._path(index))
 
     def read(self, indices: Sequence[int]) -> np.ndarray:
         return _read_unique(indices, self._decode, self.name)

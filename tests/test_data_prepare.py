@@ -1,0 +1,191 @@
+"""Preparation CLIs, and the same frames from a video in its three storage forms."""
+
+import os
+
+import numpy as np
+import pytest
+
+from tea_jax.data import create_loader, default_config, records
+from tea_jax.data.prepare import main as prepare
+from tea_jax.data.video import write_video
+
+
+def _coded_video(num_frames, first):
+    """(T, 32, 48, 3): red = frame number * 10 + first, green = x * 5, blue = y * 7."""
+    ys, xs = np.mgrid[:32, :48]
+    return np.stack(
+        [
+            np.stack([np.full_like(xs, 10 * f + first), 5 * xs, 7 * ys], -1)
+            for f in range(num_frames)
+        ]
+    ).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def data_forms(tmp_path_factory):
+    """Two videos stored as mp4, as frame folders and as ArrayRecord shards (from either)."""
+    root = tmp_path_factory.mktemp("forms")
+    os.makedirs(root / "videos" / "a")
+    lines = []
+    for i, count in enumerate((20, 26)):
+        write_video(str(root / "videos" / "a" / f"clip_{i}.mp4"), _coded_video(count, 2 * i))
+        lines.append(f"a/clip_{i}.mp4 {i}")
+    (root / "videos.txt").write_text("\n".join(lines) + "\n")
+    frames, videos = root / "frames", root / "videos"
+    prepare(
+        f"frames --list {root}/videos.txt --root {videos} --output {frames} --workers 1".split()
+    )
+    shards = "arrayrecord --workers 1 --output {} --split {} --kind {} --list {} --root {}"
+    for split in ("val", "train"):
+        options = shards.format(root / "ar_frames", split, "frames", frames / "videos.txt", frames)
+        prepare([*options.split(), "--num_classes", "2"])
+    options = shards.format(root / "ar_videos", "val", "videos", root / "videos.txt", videos)
+    prepare([*options.split(), "--num_shards", "2"])
+    options = shards.format(root / "ar_small", "val", "videos", root / "videos.txt", videos)
+    prepare([*options.split(), "--short_side", "16"])
+    return root
+
+
+def _configs(root):
+    base = default_config()
+    base.update(num_workers=0, image_size=24, short_side=32, num_classes=2)
+    forms = {
+        "videos": {
+            "source": "videos",
+            "root": str(root / "videos"),
+            "val_list": str(root / "videos.txt"),
+        },
+        "frames": {"source": "frames", "root": str(root / "frames"), "val_list": "videos.txt"},
+        "ar_frames": {"source": "arrayrecord", "root": str(root / "ar_frames")},
+        "ar_videos": {"source": "arrayrecord", "root": str(root / "ar_videos")},
+    }
+    for name, options in forms.items():
+        cfg = base.copy_and_resolve_references()
+        cfg.update(options, train_list=options.get("val_list", ""))
+        yield name, cfg
+
+
+def test_frame_folders_and_list(data_forms):
+    assert (data_forms / "frames" / "videos.txt").read_text().split("\n")[:2] == [
+        "a/clip_0 20 0",
+        "a/clip_1 26 1",
+    ]
+    assert len(os.listdir(data_forms / "frames" / "a" / "clip_1")) == 26
+    meta = records.read_meta(str(data_forms / "ar_videos"))
+    assert meta == {"num_classes": 2, "splits": {"val": 2}}
+    assert len(records.shard_paths(str(data_forms / "ar_videos"), "val")) == 2
+
+
+def test_identical_frames_across_storage_forms(data_forms):
+    views = {}
+    for name, cfg in _configs(data_forms):
+        loader = create_loader(
+            cfg, "val", batch_size=2, num_segments=4, seed=0, protocol="accuracy"
+        )
+        views[name] = next(iter(loader))
+    reference = views.pop("videos")
+    for name, batch in views.items():
+        order = np.argsort(batch["label"])
+        np.testing.assert_array_equal(batch["label"][order], reference["label"])
+        difference = np.abs(batch["video"][order].astype(int) - reference["video"])
+        assert difference.mean() < 3 and np.percentile(difference, 99) < 12, name  # JPEG q90
+    # The sampled frames (red = 10 * frame number, up to 4:2:0 chroma bleeding).
+    red = reference["video"][0, :, :, 12, 12, 0].astype(int)  # clip 0: 20 frames
+    expected = np.array([[int(20 / 4 * (k + (c + 0.5) / 10)) for k in range(4)] for c in range(10)])
+    assert np.abs(red - 10 * np.repeat(expected, 3, axis=0)).max() <= 4
+
+
+def test_identical_training_clips_across_storage_forms(data_forms):
+    batches = {}
+    for name, cfg in _configs(data_forms):
+        if name == "ar_videos":  # only the validation split was written
+            continue
+        cfg.flip = False
+        loader = create_loader(cfg, "train", batch_size=2, num_segments=4, seed=7)
+        batches[name] = next(iter(loader))
+    reference = batches.pop("videos")
+    for name, batch in batches.items():  # the records keep the list order here
+        np.testing.assert_array_equal(batch["label"], reference["label"])
+        assert np.abs(batch["video"].astype(int) - reference["video"]).mean() < 3, name
+
+
+def test_resize_at_preparation(data_forms):
+    cfg = default_config()
+    cfg.update(
+        source="arrayrecord",
+        root=str(data_forms / "ar_small"),
+        num_workers=0,
+        image_size=16,
+        short_side=None,
+    )
+    batch = next(iter(create_loader(cfg, "val", batch_size=2, num_segments=2, seed=0)))
+    assert batch["video"].shape == (2, 1, 2, 16, 16, 3)
+    reader = records.open_shards(records.shard_paths(str(data_forms / "ar_small"), "val"))
+    example = records.decode(reader[0])
+    assert example["id"].startswith("a/clip_")
+    from tea_jax.data.sources import decode_image
+
+    assert decode_image(example["frames"][0], "frame").shape == (16, 24, 3)
+
+
+def test_record_label_outside_classes_is_bad_input(data_forms, tmp_path):
+    with records.ShardedWriter(str(tmp_path), "val", 1) as writer:
+        writer.write(records.encode("x", 5, [records.encode_jpeg(np.zeros((8, 8, 3), np.uint8))]))
+    records.write_meta(str(tmp_path), {"num_classes": 2})
+    cfg = default_config()
+    cfg.update(source="arrayrecord", root=str(tmp_path), num_workers=0, image_size=8, short_side=8)
+    with pytest.raises(Exception, match=r"label 5 outside \[0, 2\)"):
+        next(iter(create_loader(cfg, "val", batch_size=1, num_segments=2, seed=0)))
+
+
+def _fake_ucf101(root):
+    os.makedirs(root / "ucfTrainTestlist")
+    (root / "ucfTrainTestlist" / "classInd.txt").write_text("1 ApplyEyeMakeup\n2 Archery\n")
+    (root / "ucfTrainTestlist" / "trainlist01.txt").write_text(
+        "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1\nArchery/v_Archery_g08_c01.avi 2\n"
+    )
+    (root / "ucfTrainTestlist" / "testlist01.txt").write_text("Archery/v_Archery_g01_c01.avi\n")
+
+
+def test_lists_from_official_annotations(tmp_path):
+    _fake_ucf101(tmp_path / "ucf")
+    prepare(
+        [
+            "lists",
+            "--dataset",
+            "ucf101",
+            "--manual_dir",
+            str(tmp_path / "ucf"),
+            "--output",
+            str(tmp_path / "lists"),
+        ]
+    )
+    assert (tmp_path / "lists" / "train_split1.txt").read_text() == (
+        "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 0\nArchery/v_Archery_g08_c01.avi 1\n"
+    )
+    assert (
+        tmp_path / "lists" / "test_split1.txt"
+    ).read_text() == "Archery/v_Archery_g01_c01.avi 1\n"
+    assert (tmp_path / "lists" / "classes.txt").read_text() == "ApplyEyeMakeup\nArchery\n"
+
+    hmdb = tmp_path / "hmdb" / "testTrainMulti_7030_splits"
+    os.makedirs(hmdb)
+    (hmdb / "brush_hair_test_split2.txt").write_text("a.avi 1\nb.avi 2\nc.avi 0\n")
+    (hmdb / "cartwheel_test_split2.txt").write_text("d.avi 2\n")
+    prepare(
+        [
+            "lists",
+            "--dataset",
+            "hmdb51",
+            "--fold",
+            "2",
+            "--manual_dir",
+            str(tmp_path / "hmdb"),
+            "--output",
+            str(tmp_path / "h"),
+        ]
+    )
+    assert (tmp_path / "h" / "train_split2.txt").read_text() == "brush_hair/a.avi 0\n"
+    assert (
+        tmp_path / "h" / "test_split2.txt"
+    ).read_text() == "brush_hair/b.avi 0\ncartwheel/d.avi 1\n"
