@@ -23,6 +23,13 @@ from tea_jax.data.listfiles import VIDEO_EXTENSIONS
 
 NAMES = ("ucf101", "hmdb51", "kinetics400", "something_something_v1", "something_something_v2")
 FOLDS = {"ucf101": (1, 2, 3), "hmdb51": (1, 2, 3)}
+NUM_CLASSES = {
+    "ucf101": 101,
+    "hmdb51": 51,
+    "kinetics400": 400,
+    "something_something_v1": 174,
+    "something_something_v2": 174,
+}
 
 
 @dataclasses.dataclass

@@ -9,6 +9,8 @@
   # 3. ArrayRecord shards (one record of JPEG frames per video) from frame folders or videos.
   python -m tea_jax.data.prepare arrayrecord --list data/ucf101/frames/train_split1.txt \\
       --kind frames --root data/ucf101/frames --output data/ucf101/arrayrecord --split train
+  # Or a TFDS dataset (ArrayRecord, read with tfds.data_source) straight from the download.
+  python -m tea_jax.data.prepare tfds --dataset ucf101 --fold 1 --manual_dir ~/downloads/ucf101
 """
 
 import argparse
@@ -171,6 +173,15 @@ def write_lists(args) -> None:
     print(f"{len(annotations.classes)} classes; paths are {kind} relative to {root}")
 
 
+def build_tfds(args) -> None:
+    from tea_jax.data import tfds_builders
+
+    name = tfds_builders.build(
+        args.dataset, args.manual_dir, args.data_dir, args.fold, args.workers
+    )
+    print(f"prepared {name}: set data.source='tfds', data.tfds_name='{name}'")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -216,6 +227,14 @@ def main(argv=None) -> None:
     lists.add_argument("--fold", type=int, default=1, help="UCF101/HMDB51 split (1-3)")
     lists.add_argument("--output", required=True, help="folder for the list files")
     lists.set_defaults(run=write_lists)
+
+    tfds = commands.add_parser("tfds", help="TFDS dataset (ArrayRecord) from manual_dir")
+    tfds.add_argument("--dataset", choices=datasets.NAMES, required=True)
+    tfds.add_argument("--manual_dir", required=True, help="the downloaded dataset")
+    tfds.add_argument("--fold", type=int, default=1, help="UCF101/HMDB51 split (1-3)")
+    tfds.add_argument("--data_dir", default=None, help="TFDS data_dir (default: TFDS's)")
+    tfds.add_argument("--workers", type=int, default=os.cpu_count(), help="processes")
+    tfds.set_defaults(run=build_tfds)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
