@@ -1,13 +1,17 @@
 """ArrayRecord shards of videos: one record per video.
 
-A record is a msgpack map `{"id": str, "label": int, "frames": [bytes, ...]}` of encoded (JPEG)
-frames. Shards of a split are `DIR/SPLIT.array_record-XXXXX-of-YYYYY`; `DIR/meta.json` holds
+A record is `b"TEAV1"`, a little-endian uint32 header length, the msgpack header
+`{"id": str, "label": int, "sizes": [int, ...]}` and the encoded (JPEG) frames back to back, so
+reading a clip parses a few bytes and slices only the frames it decodes. Records are stored
+uncompressed (JPEG does not compress further). Shards of a split are `DIR/SPLIT.array_record-XXXXX-of-YYYYY`; `DIR/meta.json` holds
 `{"num_classes": int, "classes": [...], "splits": {split: num_examples}, ...}`.
 """
 
 import glob
+import itertools
 import json
 import os
+import struct
 from collections.abc import Iterable
 
 import cv2
@@ -16,16 +20,28 @@ import msgpack
 import numpy as np
 from array_record.python.array_record_module import ArrayRecordWriter
 
+_MAGIC = b"TEAV1"
+_PREFIX = len(_MAGIC) + 4
+
 
 def encode(video_id: str, label: int, frames: Iterable[bytes]) -> bytes:
-    return msgpack.packb({"id": video_id, "label": int(label), "frames": list(frames)})
+    frames = list(frames)
+    header = msgpack.packb({"id": video_id, "label": int(label), "sizes": [len(f) for f in frames]})
+    return b"".join([_MAGIC, struct.pack("<I", len(header)), header, *frames])
 
 
 def decode(record: bytes) -> dict:
-    example = msgpack.unpackb(record)
-    if not isinstance(example, dict) or not {"id", "label", "frames"} <= example.keys():
-        raise ValueError("not a video record (needs id, label, frames)")
-    return example
+    """-> {"id": str, "label": int, "frames": [memoryview of each encoded frame]}."""
+    if record[: len(_MAGIC)] != _MAGIC:
+        raise ValueError("not a video record (bad magic)")
+    (length,) = struct.unpack_from("<I", record, len(_MAGIC))
+    header = msgpack.unpackb(record[_PREFIX : _PREFIX + length])
+    offsets = np.cumsum([_PREFIX + length, *header["sizes"]]).tolist()
+    if offsets[-1] != len(record):
+        raise ValueError(f"record holds {len(record)} bytes, its header describes {offsets[-1]}")
+    view = memoryview(record)
+    frames = [view[a:b] for a, b in itertools.pairwise(offsets)]
+    return {"id": header["id"], "label": header["label"], "frames": frames}
 
 
 def encode_jpeg(frame: np.ndarray, quality: int = 90) -> bytes:
@@ -60,7 +76,7 @@ class ShardedWriter:
         self._writers = [
             ArrayRecordWriter(
                 os.path.join(directory, f"{split}.array_record-{i:05d}-of-{num_shards:05d}"),
-                "group_size:1",
+                "group_size:1,uncompressed",
             )
             for i in range(num_shards)
         ]

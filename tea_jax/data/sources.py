@@ -37,9 +37,9 @@ class Source(Protocol):
     def open(self, index: int) -> Clip: ...
 
 
-def decode_image(data: bytes, name: str) -> np.ndarray:
+def decode_image(data: bytes | memoryview, name: str) -> np.ndarray:
     """Decodes a JPEG/PNG into uint8 RGB (H, W, 3); truncated JPEGs are errors, not grey."""
-    if data[:2] == b"\xff\xd8" and data.rstrip(b"\0")[-2:] != b"\xff\xd9":
+    if bytes(data[:2]) == b"\xff\xd8" and bytes(data[-16:]).rstrip(b"\0")[-2:] != b"\xff\xd9":
         raise DataError(name, "truncated JPEG (no end-of-image marker)")
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
