@@ -23,7 +23,6 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    logging.getLogger().setLevel(logging.INFO)
     distributed.initialize()
     logging.info(
         "Process %d of %d, devices: %s", jax.process_index(), jax.process_count(), jax.devices()

@@ -48,6 +48,8 @@ class Checkpointer:
             )
         options = ocp.CheckpointManagerOptions(
             preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies),
+            best_fn=lambda metrics: metrics["top1"],
+            best_mode="max",
             enable_async_checkpointing=async_save,
             create=True,
         )
@@ -58,12 +60,7 @@ class Checkpointer:
 
     def best_step(self) -> int | None:
         """The kept step with the highest validation top-1 (None if none has metrics)."""
-        best, best_top1 = None, -np.inf
-        for step in self.manager.all_steps():
-            metrics = self.manager.metrics(step)
-            if metrics and metrics.get("top1", -np.inf) > best_top1:
-                best, best_top1 = step, metrics["top1"]
-        return best
+        return self.manager.best_step()
 
     def save(
         self,

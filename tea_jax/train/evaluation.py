@@ -7,11 +7,14 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
+from tea_jax import data as data_lib
+from tea_jax.train import checkpointing, sharding
 from tea_jax.train import metrics as metrics_lib
-from tea_jax.train import sharding
+from tea_jax.train import model as model_lib
 from tea_jax.train.step import eval_step
 
 EvalFn = Callable[[dict[str, Any], dict[str, jax.Array]], dict[str, jax.Array]]
@@ -130,3 +133,99 @@ def format_table(summaries: Sequence[dict[str, Any]]) -> str:
             f"{100 * s['top5']:>8.2f}%{100 * s['mean_class_accuracy']:>11.2f}%"
         )
     return "\n".join(lines)
+
+
+def read_class_names(path: str | None) -> list[str] | None:
+    """Class names, one per line (None without a file)."""
+    if not path:
+        return None
+    with open(path) as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+def load_variables(
+    config: ml_collections.ConfigDict, workdir: str, checkpoint: str | None, num_classes: int
+) -> tuple[nn.Module, dict[str, Any], str]:
+    """The model and variables to evaluate.
+
+    Args:
+      config: the run's config (model name and options).
+      workdir: a training workdir; its best checkpoint (else its latest) is used when
+        ``checkpoint`` is not given.
+      checkpoint: a model checkpoint directory (``tea_jax.checkpoint.save_model``, the exported
+        ``WORKDIR/model`` or the output of ``python -m tea_jax.convert``).
+      num_classes: the dataset's class count, checked against the model.
+
+    Returns:
+      ``(model, variables, description)``.
+    """
+    if checkpoint:
+        from tea_jax.checkpoint import load_model
+
+        model, variables = load_model(checkpoint, num_classes=num_classes)
+        return model, variables, checkpoint
+    directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    checkpointer = checkpointing.Checkpointer(directory, async_save=False)
+    try:
+        step = checkpointer.best_step() or checkpointer.latest_step()
+        if step is None:
+            raise FileNotFoundError(f"No training checkpoint in {directory}; pass --checkpoint.")
+        variables = checkpointer.restore_variables(step)
+    finally:
+        checkpointer.close()
+    return model_lib.build_model(config, num_classes), variables, f"{directory}/{step}"
+
+
+def run_evaluation(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    protocols: Sequence[str],
+    split: str = "val",
+    checkpoint: str | None = None,
+    class_names: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Evaluates a checkpoint with each protocol and writes the reports into ``workdir``.
+
+    Args:
+      config: the run's config (data, model, ``eval_batch_size``, ``score_average``).
+      workdir: output directory, and the training workdir when ``checkpoint`` is None.
+      protocols: 'efficient', 'accuracy' or 'config' (``data.test_clips`` x ``data.test_crops``).
+      split: 'val' or 'test'.
+      checkpoint: a model checkpoint directory instead of the workdir's training checkpoints.
+      class_names: names for the report, predictions and confusion matrix.
+
+    Returns:
+      One summary dict per protocol (as written to ``eval_<protocol>.json``).
+    """
+    mesh = sharding.create_mesh()
+    host_batch = sharding.per_host_batch_size(config.eval_batch_size, what="eval_batch_size")
+    summaries = []
+    model = variables = None
+    for protocol in protocols:
+        loader = data_lib.create_loader(
+            config.data,
+            split,
+            batch_size=host_batch,
+            num_segments=config.num_segments,
+            seed=config.seed,
+            protocol=None if protocol == "config" else protocol,
+            num_epochs=1,
+        )
+        if model is None:
+            model, variables, source = load_variables(
+                config, workdir, checkpoint, loader.num_classes
+            )
+            variables = sharding.replicate(variables, mesh)
+            eval_fn = make_eval_fn(model, mesh, config.score_average)
+        results = evaluate(eval_fn, variables, loader, mesh)
+        summaries.append(
+            write_report(
+                results,
+                workdir,
+                protocol,
+                class_names=class_names,
+                extra={"checkpoint": source, "split": split, "average": config.score_average},
+            )
+        )
+    return summaries

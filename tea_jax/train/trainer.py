@@ -2,6 +2,7 @@
 
 import dataclasses
 import functools
+import json
 import logging
 import os
 import shutil
@@ -307,4 +308,18 @@ def export_model(
     multihost_utils.sync_global_devices("export_model")
     options = model_lib.model_options(config, num_classes) | {"dtype": "float32"}
     save_model(path, config.model, options, jax.device_get(state.variables))
+    if jax.process_index() == 0:
+        _save_preprocessing(config, path)
     return path
+
+
+def _save_preprocessing(config: ml_collections.ConfigDict, path: str) -> None:
+    """Stores the input size and the class names beside the model, for ``tea_jax.predict``."""
+    from tea_jax.predict import CLASSES_FILE, PREPROCESS_FILE
+
+    preprocess = {"image_size": config.data.image_size, "short_side": config.data.short_side}
+    with open(os.path.join(path, PREPROCESS_FILE), "w") as f:
+        json.dump(preprocess, f, indent=2)
+    classes = os.path.join(config.data.get("root", ""), CLASSES_FILE)
+    if os.path.isfile(classes):
+        shutil.copyfile(classes, os.path.join(path, CLASSES_FILE))

@@ -1,0 +1,215 @@
+"""The optimizer recipe against hand-computed SGD steps."""
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+import tea_jax
+from tea_jax.train import optim
+
+
+def _config(**overrides):
+    config = ml_collections.ConfigDict(
+        {
+            "name": "sgd",
+            "lr": 0.1,
+            "lr_batch_size": 64,
+            "momentum": 0.9,
+            "nesterov": False,
+            "b1": 0.9,
+            "b2": 0.999,
+            "eps": 1e-8,
+            "weight_decay": 0.01,
+            "schedule": "step",
+            "lr_steps": (3, 4),
+            "lr_decay": 0.1,
+            "warmup_epochs": 0.0,
+            "clip_norm": 1.0,
+            "bias_lr_mult": 2.0,
+            "bn_decay_mult": 0.0,
+            "classifier_lr_mult": 5.0,
+            "classifier_bias_lr_mult": 10.0,
+        }
+    )
+    config.update(overrides)
+    return config
+
+
+def _params():
+    return {
+        "conv1": {"kernel": jnp.array([1.0, -2.0])},
+        "bn1": {"scale": jnp.array([1.5]), "bias": jnp.array([0.5])},
+        "layer1_0": {
+            "conv1": {"kernel": jnp.array([0.3, 0.4])},
+            "bn1": {"scale": jnp.array([2.0]), "bias": jnp.array([-1.0])},
+            "mta": {"temporal_0": {"kernel": jnp.array([0.0, 1.0, 0.0])}},
+            "downsample_bn": {"scale": jnp.array([1.0]), "bias": jnp.array([0.1])},
+            "se": {"fc1": {"bias": jnp.array([0.2])}},
+        },
+        "fc": {"kernel": jnp.array([[0.5, -0.5]]), "bias": jnp.array([0.1, 0.2])},
+    }
+
+
+EXPECTED_GROUPS = {
+    "conv1/kernel": "weight",
+    "bn1/scale": "bn",
+    "bn1/bias": "bn",
+    "layer1_0/conv1/kernel": "weight",
+    "layer1_0/bn1/scale": "bn",
+    "layer1_0/bn1/bias": "bn",
+    "layer1_0/mta/temporal_0/kernel": "weight",
+    "layer1_0/downsample_bn/scale": "bn",
+    "layer1_0/downsample_bn/bias": "bn",
+    "layer1_0/se/fc1/bias": "bias",
+    "fc/kernel": "fc_weight",
+    "fc/bias": "fc_bias",
+}
+
+
+def _flat(tree):
+    return flax.traverse_util.flatten_dict(tree, sep="/")
+
+
+def test_param_groups():
+    labels = _flat(optim.param_groups(_params()))
+    assert labels == EXPECTED_GROUPS
+    partial = _flat(optim.param_groups(_params(), partial_bn=True))
+    for name, group in EXPECTED_GROUPS.items():
+        frozen = group == "bn" and not name.startswith("bn1/")
+        assert partial[name] == ("frozen" if frozen else group), name
+
+
+def _grads(params, scale=1.0):
+    flat = _flat(params)
+    return flax.traverse_util.unflatten_dict(
+        {k: scale * (i + 1) * jnp.ones_like(v) for i, (k, v) in enumerate(flat.items())}, sep="/"
+    )
+
+
+def _hand_sgd(params, grads_list, *, lr, new_classifier, partial_bn, clip=1.0, wd=0.01, mom=0.9):
+    """PyTorch SGD with parameter groups and clip_grad_norm_, in numpy."""
+    groups = _flat(optim.param_groups(params, partial_bn=partial_bn))
+    mults = {
+        "weight": (1, 1),
+        "bias": (2, 0),
+        "bn": (1, 0),
+        "fc_weight": (5 if new_classifier else 1, 1),
+        "fc_bias": (10 if new_classifier else 2, 0),
+    }
+    p = {k: np.asarray(v, np.float64) for k, v in _flat(params).items()}
+    buf = {k: np.zeros_like(v) for k, v in p.items()}
+    for grads in grads_list:
+        g = {k: np.asarray(v, np.float64) for k, v in _flat(grads).items()}
+        trainable = [k for k in p if groups[k] != "frozen"]
+        norm = np.sqrt(sum((g[k] ** 2).sum() for k in trainable))
+        factor = min(1.0, clip / norm)
+        for k in trainable:
+            lr_mult, decay_mult = mults[groups[k]]
+            d = g[k] * factor + wd * decay_mult * p[k]
+            buf[k] = mom * buf[k] + d
+            p[k] = p[k] - lr * lr_mult * buf[k]
+    return p
+
+
+@pytest.mark.parametrize("new_classifier", [True, False])
+@pytest.mark.parametrize("partial_bn", [False, True])
+def test_sgd_steps_match_hand_computation(new_classifier, partial_bn):
+    params = _params()
+    config = _config()
+    schedule = optim.create_schedule(
+        config, global_batch_size=128, steps_per_epoch=10, total_steps=50
+    )
+    tx = optim.create_optimizer(
+        config, params, schedule=schedule, new_classifier=new_classifier, partial_bn=partial_bn
+    )
+    grads_list = [_grads(params, 1.0), _grads(params, -0.01)]  # Clipped, then not clipped.
+    state = tx.init(params)
+    new = params
+    for grads in grads_list:
+        updates, state = tx.update(grads, state, new)
+        new = jax.tree.map(lambda p, u: p + u, new, updates)
+    expected = _hand_sgd(
+        params, grads_list, lr=0.2, new_classifier=new_classifier, partial_bn=partial_bn
+    )
+    for k, v in _flat(new).items():
+        np.testing.assert_allclose(v, expected[k], rtol=1e-5, atol=1e-7, err_msg=k)
+    if partial_bn:
+        np.testing.assert_array_equal(
+            new["layer1_0"]["bn1"]["scale"], params["layer1_0"]["bn1"]["scale"]
+        )
+        assert not np.array_equal(new["bn1"]["scale"], params["bn1"]["scale"])
+
+
+def test_clip_norm_ignores_frozen_parameters():
+    params = _params()
+    config = _config(weight_decay=0.0, momentum=0.0)
+    schedule = optim.create_schedule(config, global_batch_size=64, steps_per_epoch=1, total_steps=1)
+    tx = optim.create_optimizer(
+        config, params, schedule=schedule, new_classifier=False, partial_bn=True
+    )
+    grads = jax.tree.map(jnp.zeros_like, params)
+    grads["conv1"]["kernel"] = jnp.array([0.3, 0.4])  # Norm 0.5 < clip 1: not clipped.
+    grads["layer1_0"]["bn1"]["scale"] = jnp.array([100.0])  # Frozen: must not count.
+    updates, _ = tx.update(grads, tx.init(params), params)
+    np.testing.assert_allclose(updates["conv1"]["kernel"], [-0.03, -0.04], rtol=1e-6)
+    assert float(updates["layer1_0"]["bn1"]["scale"][0]) == 0.0
+
+
+def test_step_schedule_at_epoch_boundaries_and_batch_scaling():
+    config = _config(lr_steps=(30, 40, 45))
+    schedule = optim.create_schedule(
+        config, global_batch_size=256, steps_per_epoch=10, total_steps=500
+    )
+    base = 0.1 * 256 / 64
+    for step, expected in [
+        (0, base),
+        (299, base),
+        (300, base / 10),
+        (399, base / 10),
+        (400, base / 100),
+        (450, base / 1000),
+        (499, base / 1000),
+    ]:
+        np.testing.assert_allclose(float(schedule(step)), expected, rtol=1e-6, err_msg=str(step))
+
+
+def test_cosine_schedule_with_warmup():
+    config = _config(schedule="cosine", warmup_epochs=1.0)
+    schedule = optim.create_schedule(
+        config, global_batch_size=64, steps_per_epoch=10, total_steps=100
+    )
+    assert float(schedule(0)) == pytest.approx(0.1 * 0.1 * np.cos(0) * 1.0, rel=1e-5)
+    assert float(schedule(9)) == pytest.approx(0.1 * 0.5 * (1 + np.cos(np.pi * 9 / 100)), rel=1e-5)
+    assert float(schedule(100)) == pytest.approx(0.0, abs=1e-8)
+    with pytest.raises(ValueError, match="schedule"):
+        optim.create_schedule(
+            _config(schedule="linear"), global_batch_size=64, steps_per_epoch=1, total_steps=1
+        )
+
+
+def test_groups_of_a_registry_model():
+    model = tea_jax.create_model(
+        "tea50", num_classes=8, num_segments=4, stage_sizes=(1, 1, 1, 1), width_multiplier=0.25
+    )
+    video = jax.ShapeDtypeStruct((1, 4, 32, 32, 3), jnp.float32)
+    key = jax.random.key(0)
+    shapes = jax.eval_shape(
+        lambda v: model.init({"params": key, "dropout": key}, v, train=False), video
+    )
+    labels = _flat(optim.param_groups(shapes["params"], partial_bn=True))
+    counts = optim.count_groups(optim.param_groups(shapes["params"], partial_bn=True))
+    assert labels["bn1/scale"] == "bn" and labels["fc/kernel"] == "fc_weight"
+    for name, group in labels.items():
+        if name.endswith("scale"):
+            assert group in ("bn", "frozen"), name
+        if "/me/conv_" in name or "/mta/temporal_" in name:
+            assert group == ("bias" if name.endswith("bias") else "weight"), name
+    assert counts["frozen"] > 0 and counts["bn"] == 2
+    # Each BatchNorm of the model has running statistics beside its frozen/trained affine pair.
+    stats = _flat(shapes["batch_stats"])
+    assert {k.rsplit("/", 1)[0] for k in stats} == {
+        k.rsplit("/", 1)[0] for k, g in labels.items() if g in ("bn", "frozen")
+    }
