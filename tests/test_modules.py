@@ -1,5 +1,6 @@
 """The temporal modules against naive per-timestep references (paper Sec. 3)."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,6 +13,7 @@ from tea_jax.modules import (
     batch_norm,
     temporal_shift,
 )
+from tea_jax.modules.layers import DepthwiseConv3x3, avg_pool3x3, max_pool3x3
 
 
 def naive_temporal_conv(x, kernel, t):
@@ -190,3 +192,22 @@ def test_mta_first_block_of_stage_pools_last_fragment():
     padded = jnp.pad(last, ((0, 0), (1, 1), (1, 1), (0, 0)))
     pooled = sum(padded[:, i : i + 6 : 2, j : j + 6 : 2] for i in range(3) for j in range(3)) / 9
     np.testing.assert_allclose(out[..., 12:], pooled, atol=1e-5)
+
+
+@pytest.mark.parametrize("size,strides", [(7, 2), (8, 2), (6, 1)])
+def test_pooling_and_depthwise_views_equal_xla_windows(size, strides):
+    """The shifted-view forms used for speed equal flax's pooling and a grouped convolution."""
+    x = jax.random.normal(jax.random.key(0), (2, size, size, 5))
+    pad = ((1, 1), (1, 1))
+    np.testing.assert_array_equal(
+        max_pool3x3(x, strides), nn.max_pool(x, (3, 3), (strides, strides), padding=pad)
+    )
+    np.testing.assert_allclose(
+        avg_pool3x3(x, strides),
+        nn.avg_pool(x, (3, 3), (strides, strides), padding=pad, count_include_pad=True),
+        atol=1e-6,
+    )
+    module = DepthwiseConv3x3()
+    variables = module.init(jax.random.key(1), x)
+    grouped = nn.Conv(5, (3, 3), padding=1, feature_group_count=5, use_bias=False)
+    np.testing.assert_allclose(module.apply(variables, x), grouped.apply(variables, x), atol=1e-5)

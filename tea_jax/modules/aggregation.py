@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from tea_jax.modules.excitation import Variant
-from tea_jax.modules.layers import ModuleDef, conv3x3
+from tea_jax.modules.layers import ModuleDef, avg_pool3x3, conv3x3
 from tea_jax.modules.temporal import TemporalConv, TemporalInit
 
 
@@ -61,10 +61,7 @@ class MultipleTemporalAggregation(nn.Module):
         return nn.relu(self.norm(name=f"bn_{index}")(x))
 
     def _pool(self, x: jax.Array) -> jax.Array:
-        if not self.first_in_stage:
-            return x
-        s = self.strides
-        return nn.avg_pool(x, (3, 3), (s, s), padding=((1, 1), (1, 1)), count_include_pad=True)
+        return avg_pool3x3(x, self.strides) if self.first_in_stage else x
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:

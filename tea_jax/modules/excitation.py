@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from tea_jax.modules.layers import ModuleDef, conv1x1, conv3x3
+from tea_jax.modules.layers import DepthwiseConv3x3, ModuleDef, conv1x1
 from tea_jax.modules.temporal import to_video
 
 Variant = Literal["reference", "paper"]
@@ -46,7 +46,7 @@ class MotionExcitation(nn.Module):
         channels = x.shape[-1]
         reduced = max(channels // self.reduction, 1)
         xr = self.norm(name="bn_reduce")(conv1x1(reduced, dtype=self.dtype, name="conv_reduce")(x))
-        transformed = conv3x3(reduced, groups=reduced, dtype=self.dtype, name="conv_transform")(xr)
+        transformed = DepthwiseConv3x3(dtype=self.dtype, name="conv_transform")(xr)
         current = to_video(jnp.mean(xr, axis=(1, 2)), self.num_segments)
         following = to_video(jnp.mean(transformed, axis=(1, 2)), self.num_segments)
         motion = following[:, 1:] - current[:, :-1]

@@ -5,6 +5,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 ModuleDef = Any
 
@@ -36,16 +37,62 @@ def conv1x1(features: int, *, dtype: Any, name: str) -> nn.Dense:
     return nn.Dense(features, use_bias=False, dtype=dtype, kernel_init=conv_init, name=name)
 
 
-def conv3x3(features: int, *, strides: int = 1, dtype: Any, name: str, groups: int = 1) -> nn.Conv:
-    """A 3x3 convolution without bias, padding 1. Kernel `(3, 3, C_in // groups, C_out)`."""
+def conv3x3(features: int, *, strides: int = 1, dtype: Any, name: str) -> nn.Conv:
+    """A 3x3 convolution without bias, padding 1. Kernel `(3, 3, C_in, C_out)`."""
     return nn.Conv(
         features,
         (3, 3),
         strides=strides,
         padding=1,
-        feature_group_count=groups,
         use_bias=False,
         dtype=dtype,
         kernel_init=conv_init,
         name=name,
     )
+
+
+def _windows3x3(x: jax.Array, strides: int, pad_value: float = 0.0) -> list[jax.Array]:
+    """The nine strided views of `(B, H, W, C)` under a 3x3 window with padding 1, each
+    `(B, ceil(H/strides), ceil(W/strides), C)`."""
+    h, w = x.shape[1:3]
+    rows, cols = strides * ((h - 1) // strides) + 1, strides * ((w - 1) // strides) + 1
+    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=pad_value)
+    return [
+        padded[:, i : i + rows : strides, j : j + cols : strides]
+        for i in range(3)
+        for j in range(3)
+    ]
+
+
+def max_pool3x3(x: jax.Array, strides: int = 2) -> jax.Array:
+    """3x3 max pooling with padding 1, as element-wise maxima of shifted views.
+
+    Equal to `nn.max_pool(x, (3, 3), strides, padding=1)`; on CPU its gradient avoids XLA's slow
+    select-and-scatter.
+    """
+    return functools.reduce(jnp.maximum, _windows3x3(x, strides, -jnp.inf))
+
+
+def avg_pool3x3(x: jax.Array, strides: int = 1) -> jax.Array:
+    """3x3 average pooling with padding 1, the padding counted (PyTorch's default), as a sum of views."""
+    return sum(_windows3x3(x, strides)) / 9.0
+
+
+class DepthwiseConv3x3(nn.Module):
+    """3x3 depthwise convolution without bias, padding 1, as nine shifted products.
+
+    The kernel has `nn.Conv`'s shape `(3, 3, 1, C)`; the shifted form fuses into one loop and its gradient
+    is several times faster than a grouped convolution's on CPU.
+
+    Attributes:
+      dtype: the compute dtype.
+    """
+
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Maps `(B, H, W, C)` to `(B, H, W, C)`."""
+        kernel = self.param("kernel", conv_init, (3, 3, 1, x.shape[-1]), jnp.float32)
+        kernel = kernel.astype(self.dtype).reshape(9, -1)
+        return sum(v * k for v, k in zip(_windows3x3(x.astype(self.dtype), 1), kernel, strict=True))

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from tea_jax.modules.blocks import Excitation, Temporal
 from tea_jax.modules.excitation import Variant
-from tea_jax.modules.layers import ModuleDef, batch_norm, conv_init
+from tea_jax.modules.layers import ModuleDef, batch_norm, conv_init, max_pool3x3
 from tea_jax.modules.temporal import TemporalInit
 
 STAGE_PLANES = (64, 128, 256, 512)
@@ -89,7 +89,7 @@ class VideoResNet(nn.Module):
             name="conv1",
         )(x)
         x = nn.relu(stem_norm(name="bn1")(x))
-        x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+        x = max_pool3x3(x, strides=2)
 
         for stage, (planes, size) in enumerate(zip(STAGE_PLANES, self.stage_sizes, strict=True), 1):
             temporal = stage in self.temporal_stages
