@@ -317,7 +317,7 @@ def _save_preprocessing(config: ml_collections.ConfigDict, path: str) -> None:
     """Stores the input size and the class names beside the model, for ``tea_jax.predict``."""
     from tea_jax.predict import CLASSES_FILE, PREPROCESS_FILE
 
-    preprocess = {"image_size": config.data.image_size, "short_side": config.data.short_side}
+    preprocess = {"image_size": config.data.image_size, "short_side": config.data.get("short_side")}
     with open(os.path.join(path, PREPROCESS_FILE), "w") as f:
         json.dump(preprocess, f, indent=2)
     classes = os.path.join(config.data.get("root", ""), CLASSES_FILE)
