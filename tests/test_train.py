@@ -151,6 +151,17 @@ def test_two_processes_in_step_with_one_process(reference, tmp_path, cache_dir):
     assert val["loss"] == pytest.approx(ref_val["loss"], rel=2e-4)
 
 
+def test_non_finite_loss_stops_with_a_clear_message():
+    import jax.numpy as jnp
+
+    from tea_jax.train import trainer
+
+    history = [{"loss": jnp.float32(v)} for v in (1.0, 0.5, np.nan, 0.2)]
+    with pytest.raises(trainer.NonFiniteLossError, match=r"nan at step 13.*checkpoint is step 10"):
+        trainer.check_finite(history, 10, 10)
+    trainer.check_finite(history[:2], 10, 10)
+
+
 def _wait_for_checkpoint(workdir, step, proc, timeout=180):
     path = os.path.join(workdir, "checkpoints", str(step), "commit_success.txt")
     deadline = time.time() + timeout

@@ -23,6 +23,16 @@ STATE = "state"
 DATA = "data"
 
 
+class _MissingMetricsFilter(logging.Filter):
+    """Hides Orbax's warning for checkpoints saved between evaluations (they have no metrics)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "did not provide metrics" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_MissingMetricsFilter())
+
+
 class Checkpointer:
     """An Orbax ``CheckpointManager`` for :class:`TrainState` plus the data iterator.
 

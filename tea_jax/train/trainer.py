@@ -142,7 +142,14 @@ def make_train_fn(config, model, tx, lr_schedule, mesh, state):
     )
 
 
-def _check_finite(history: list[dict[str, jax.Array]], first_step: int, last_good: int | None):
+def check_finite(history: list[dict[str, jax.Array]], first_step: int, last_good: int | None):
+    """Raises :class:`NonFiniteLossError` if a loss of ``history`` is NaN or infinite.
+
+    Args:
+      history: metrics of the steps ``first_step + 1, ...`` not checked yet.
+      first_step: the step before ``history[0]``.
+      last_good: the last checkpointed step (for the message).
+    """
     losses = np.asarray(jax.device_get([m["loss"] for m in history]))
     bad = np.flatnonzero(~np.isfinite(losses))
     if bad.size:
@@ -150,7 +157,7 @@ def _check_finite(history: list[dict[str, jax.Array]], first_step: int, last_goo
         kept = f"the last good checkpoint is step {last_good}" if last_good else "no checkpoint"
         raise NonFiniteLossError(
             f"The training loss is {losses[bad[0]]} at step {step}; stopping ({kept}). "
-            "Lower optim.lr, check the data, or raise optim.clip_norm's strictness."
+            "Lower optim.lr, set optim.clip_norm, or check the data."
         )
 
 
@@ -236,7 +243,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             stopping = preemption.should_stop()
             is_last = step == steps.total_steps
             if step % steps.log_every == 0 or is_last or stopping:
-                _check_finite(history, step - len(history), last_good)
+                check_finite(history, step - len(history), last_good)
                 train_summary = _summarise(history)
                 elapsed = time.perf_counter() - window_start
                 train_summary["clips_per_sec"] = (step - window_step) * config.batch_size / elapsed
@@ -268,7 +275,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 best_metric = {"top1": record["top1"]}
                 window_start = time.perf_counter()
             if step % steps.checkpoint_every == 0 or is_last or best_metric:
-                _check_finite(history, step - len(history), last_good)
+                check_finite(history, step - len(history), last_good)
                 checkpointer.save(step, state, train_iter, best_metric)
                 last_good = step
         checkpointer.wait()
