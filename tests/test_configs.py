@@ -1,0 +1,231 @@
+"""The paper configs: their recipes, and a few training steps of each on tiny fake data."""
+
+import importlib
+import json
+import math
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+PAPER_CONFIGS = (
+    "kinetics_tea8",
+    "kinetics_tea16",
+    "sthv1_tea8",
+    "sthv1_tea16",
+    "sthv2_tea16",
+    "ucf101_tea16_ft",
+    "hmdb51_tea16_ft",
+)
+ABLATION_MODELS = (
+    "tsn_resnet50",
+    "tsn_res2net50",
+    "tsm_resnet50",
+    "r2plus1d_resnet50",
+    "r2plus1d_res2net50",
+    "mta50",
+    "me50",
+    "me_nores50",
+    "se50",
+    "tea50",
+)
+
+
+def load_config(name, arg=None):
+    module = importlib.import_module(f"configs.{name}")
+    return module.get_config() if arg is None else module.get_config(arg)
+
+
+@pytest.mark.parametrize("name", PAPER_CONFIGS)
+def test_paper_recipe(name):
+    config = load_config(name)
+    assert config.model == "tea50"
+    assert config.num_segments == (8 if name.endswith("8") else 16)
+    assert config.optim.name == "sgd" and config.optim.momentum == 0.9
+    assert config.optim.lr_batch_size == 64 and config.optim.clip_norm == 20
+    assert (config.optim.bias_lr_mult, config.optim.bn_decay_mult) == (2, 0)
+    assert (config.optim.classifier_lr_mult, config.optim.classifier_bias_lr_mult) == (5, 10)
+    assert config.init_from
+    if name.endswith("_ft"):
+        assert config.optim.lr == 0.001 and tuple(config.optim.lr_steps) == (10, 20)
+        assert config.num_epochs == 25 and config.model_options.dropout_rate == 0.8
+        assert config.model_options.partial_bn
+    else:
+        assert config.num_epochs == 50 and tuple(config.optim.lr_steps) == (30, 40, 45)
+        assert config.model_options.dropout_rate == 0.5 and not config.model_options.partial_bn
+        sth = name.startswith("sth")
+        assert config.optim.lr == (0.02 if sth else 0.01)
+        assert config.optim.weight_decay == (5e-4 if sth else 1e-4)
+        assert config.data.flip == (not sth)
+    expected_classes = {"kin": 400, "sth": 174, "ucf": 101, "hmd": 51}[name[:3]]
+    assert config.data.num_classes == expected_classes
+
+
+@pytest.mark.parametrize("model", ABLATION_MODELS)
+def test_ablation_configs_build_their_model_and_optimizer(model):
+    from tea_jax.train import model as model_lib
+    from tea_jax.train import optim
+
+    config = load_config("sthv1_ablation", model)
+    net = model_lib.build_model(config, config.data.num_classes)
+    video = jax.ShapeDtypeStruct((1, config.num_segments, 32, 32, 3), jnp.float32)
+    key = jax.random.key(0)
+    shapes = jax.eval_shape(
+        lambda v: net.init({"params": key, "dropout": key}, v, train=False), video
+    )
+    counts = optim.count_groups(optim.param_groups(shapes["params"]))
+    assert counts["fc_weight"] == counts["fc_bias"] == 1 and counts["bn"] > 0
+    assert shapes["params"]["fc"]["kernel"].shape[-1] == 174
+    with pytest.raises(ValueError, match="Unknown ablation model"):
+        load_config("sthv1_ablation", "tea101")
+
+
+def test_synthetic_configs():
+    tea, tsn = load_config("synthetic_tea8"), load_config("synthetic_tsn8")
+    assert (tea.model, tsn.model) == ("tea50", "tsn_res2net50")
+    for config in (tea, tsn):
+        assert config.data.source == "synthetic" and config.data.image_size == 64
+        assert tuple(config.model_options.stage_sizes) == (1, 1, 1, 1)
+        assert config.model_options.width_multiplier == 0.25 and config.num_segments == 8
+
+
+def shrink(config, init_from=""):
+    """The config on a one-block-per-stage network, 32x32 fake clips of 2 frames, 2 steps."""
+    import ml_collections
+
+    config.num_segments = 2
+    config.model_options.update(stage_sizes=(1, 1, 1, 1), width_multiplier=0.25)
+    config.data = ml_collections.ConfigDict(
+        {"image_size": 32, "num_train": 8, "num_val": 4, "test_clips": 1, "test_crops": 1}
+    )
+    config.init_from = init_from
+    config.batch_size = config.eval_batch_size = 4
+    config.total_steps = 2
+    config.log_every_steps = 1
+    return config
+
+
+# Configs that differ from these only in data location, class count and frames run the same
+# program on the tiny fake data, so one of each family trains (see test_families_differ_only...).
+FAMILIES = {
+    "kinetics_tea16": ("kinetics_tea8",),
+    "sthv1_tea8": ("sthv1_tea16", "sthv2_tea16"),
+    "ucf101_tea16_ft": ("hmdb51_tea16_ft",),
+}
+DATASET_KEYS = {"num_segments", "data.root", "data.train_list", "data.val_list", "data.template"}
+
+
+@pytest.mark.parametrize("representative", sorted(FAMILIES))
+def test_families_differ_only_in_dataset(representative):
+    def flat(config):
+        out = {}
+        for key, value in config.items():
+            if hasattr(value, "items"):
+                out.update({f"{key}.{k}": v for k, v in flat(value).items()})
+            else:
+                out[key] = value
+        return out
+
+    base = flat(load_config(representative))
+    for name in FAMILIES[representative]:
+        other = flat(load_config(name))
+        differing = {k for k in base.keys() | other.keys() if base.get(k) != other.get(k)}
+        assert differing <= DATASET_KEYS | {"data.num_classes"}, (name, differing)
+
+
+def test_paper_configs_run_steps(tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]))
+    env.update(
+        JAX_PLATFORMS="cpu",
+        JAX_COMPILATION_CACHE_DIR=str(tmp_path / "cache"),
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+    )
+    proc = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), str(tmp_path)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with open(tmp_path / "results.json") as f:
+        results = json.load(f)
+    assert sorted(results) == sorted(FAMILIES)
+    for name, result in results.items():
+        assert len(result["losses"]) == 2 and all(map(math.isfinite, result["losses"])), name
+        assert 0 <= result["top1"] <= 1, name
+    frozen = results["ucf101_tea16_ft"]["partial_bn"]
+    assert frozen["stem_bn_changed"] and frozen["convs_changed"]
+    assert frozen["other_bn_unchanged"] and frozen["other_bn_params_unchanged"]
+
+
+def _compare_partial_bn(init, trained):
+    """Which BatchNorm statistics/parameters moved between two variable trees."""
+    import flax
+    import numpy as np
+
+    def flat(tree):
+        return flax.traverse_util.flatten_dict(tree, sep="/")
+
+    stats0, stats1 = flat(init["batch_stats"]), flat(trained["batch_stats"])
+    params0, params1 = flat(init["params"]), flat(trained["params"])
+    bn_params = [k for k in params0 if k.rsplit("/", 2)[-2].startswith(("bn", "downsample_bn"))]
+    return {
+        "stem_bn_changed": not np.allclose(stats0["bn1/mean"], stats1["bn1/mean"]),
+        "other_bn_unchanged": all(
+            np.array_equal(stats0[k], stats1[k]) for k in stats0 if not k.startswith("bn1/")
+        ),
+        "other_bn_params_unchanged": all(
+            np.array_equal(params0[k], params1[k]) for k in bn_params if not k.startswith("bn1/")
+        ),
+        "convs_changed": not np.allclose(
+            params0["layer1_0/conv1/kernel"], params1["layer1_0/conv1/kernel"]
+        ),
+    }
+
+
+def _main(outdir):
+    """Subprocess: two training steps and an evaluation of one config of each family."""
+    import test_train_fakes
+
+    import tea_jax
+    from tea_jax import data
+    from tea_jax.checkpoint import read_variables, save_model
+    from tea_jax.train import logging as log_lib
+    from tea_jax.train import model as model_lib
+    from tea_jax.train import sharding, trainer
+
+    data.create_loader = test_train_fakes.create_loader
+    # A "Kinetics" checkpoint with another class count, to fine-tune from.
+    source = dict(num_classes=10, num_segments=2, stage_sizes=(1, 1, 1, 1), width_multiplier=0.25)
+    net = tea_jax.create_model("tea50", **source)
+    variables = model_lib.init_variables(
+        net, num_segments=2, image_size=32, rng=jax.random.key(1), mesh=sharding.create_mesh()
+    )
+    pretrained = os.path.join(outdir, "pretrained")
+    save_model(pretrained, "tea50", source, jax.device_get(variables))
+
+    results = {}
+    for name in FAMILIES:
+        config = shrink(load_config(name), init_from=pretrained)
+        workdir = os.path.join(outdir, name)
+        val = trainer.train_and_evaluate(config, workdir)
+        train = [r for r in log_lib.read_metrics(workdir) if r["split"] == "train"]
+        results[name] = {"losses": [r["loss"] for r in train], "top1": val["top1"]}
+        if config.model_options.partial_bn:
+            trained = read_variables(os.path.join(workdir, "model"))
+            results[name]["partial_bn"] = _compare_partial_bn(read_variables(pretrained), trained)
+    with open(os.path.join(outdir, "results.json"), "w") as f:
+        json.dump(results, f)
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1])
