@@ -124,13 +124,13 @@ def test_one_and_eight_devices_give_the_same_losses(reference, tmp_path, cache_d
     finish(start_run(tmp_path, devices=8, cache_dir=cache_dir))
     expected = losses(reference)
     assert len(expected) == TOTAL_STEPS
-    np.testing.assert_allclose(losses(tmp_path), expected, rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(losses(tmp_path), expected, rtol=1e-3, atol=1e-4)
     ref_val, val = (
         read_records(reference, "val")[TOTAL_STEPS],
         read_records(tmp_path, "val")[TOTAL_STEPS],
     )
     assert val["top1"] == ref_val["top1"]
-    assert val["loss"] == pytest.approx(ref_val["loss"], rel=2e-4)
+    assert val["loss"] == pytest.approx(ref_val["loss"], rel=1e-3)
     # The learning rate drops at the epoch boundary (step 4 of 4 per epoch).
     lrs = [read_records(tmp_path, "train")[s]["lr"] for s in range(1, TOTAL_STEPS + 1)]
     assert lrs[3] == pytest.approx(0.01 * 8 / 64) and lrs[4] == pytest.approx(0.001 * 8 / 64)
@@ -144,11 +144,11 @@ def test_two_processes_in_step_with_one_process(reference, tmp_path, cache_dir):
     ]
     outputs = [finish(proc) for proc in procs]
     assert "Final validation" in outputs[0]
-    np.testing.assert_allclose(losses(tmp_path), losses(reference), rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(losses(tmp_path), losses(reference), rtol=1e-3, atol=1e-4)
     val = read_records(tmp_path, "val")[TOTAL_STEPS]
     ref_val = read_records(reference, "val")[TOTAL_STEPS]
     assert val["top1"] == ref_val["top1"]
-    assert val["loss"] == pytest.approx(ref_val["loss"], rel=2e-4)
+    assert val["loss"] == pytest.approx(ref_val["loss"], rel=1e-3)
 
 
 def test_non_finite_loss_stops_with_a_clear_message():
@@ -182,7 +182,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(reference, tmp_path, cach
     assert "Final validation" in out
 
 
-def test_sigterm_saves_and_exits_cleanly(tmp_path, cache_dir):
+def test_sigterm_saves_exits_cleanly_and_resumes_on_more_devices(reference, tmp_path, cache_dir):
     proc = start_run(tmp_path, cache_dir=cache_dir, delay_s=0.3)
     _wait_for_checkpoint(tmp_path, 2, proc)
     proc.send_signal(signal.SIGTERM)
@@ -191,6 +191,9 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path, cache_dir):
     steps = sorted(int(s) for s in os.listdir(tmp_path / "checkpoints") if s.isdigit())
     last = max(read_records(tmp_path, "train"))
     assert last < TOTAL_STEPS and steps[-1] == last
+    # The replicated state restores onto 8 devices and continues as the 1-device run did.
+    finish(start_run(tmp_path, devices=8, cache_dir=cache_dir))
+    np.testing.assert_allclose(losses(tmp_path), losses(reference), rtol=1e-3, atol=1e-4)
 
 
 def _main(argv):
