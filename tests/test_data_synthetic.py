@@ -82,15 +82,36 @@ def test_motion_of_class_a(index):
         assert np.all(np.diff(area) > 0)
     else:
         assert np.abs(area[-1] / area[0] - 1) < 0.2
-        assert np.any(frames[0] != frames[1])
+        assert _turn(frames) > 0.1 and _turn(frames[::-1]) < -0.1  # clockwise on screen
+        radii = np.linalg.norm(_centroid(frames) - _centroid(frames).mean(0), axis=1)
+        assert radii.min() > 5
 
 
-def test_ensure_reuses_and_refuses_other_options(data_root):
-    mtime = os.path.getmtime(os.path.join(data_root, "meta.json"))
-    assert synthetic.ensure(data_root, OPTIONS) == data_root
-    assert os.path.getmtime(os.path.join(data_root, "meta.json")) == mtime
-    with pytest.raises(ValueError, match="other options"):
-        synthetic.ensure(data_root, synthetic.SyntheticOptions(seed=4, num_train=16, num_val=8))
+def _turn(frames):
+    """Median step (rad, clockwise on screen positive) of the object around its mean position."""
+    offsets = _centroid(frames) - _centroid(frames).mean(0)
+    return np.median(np.diff(np.unwrap(np.arctan2(offsets[:, 1], offsets[:, 0]))))
+
+
+def test_ensure_reuses_or_replaces(tmp_path):
+    root = str(tmp_path / "data")
+    small = synthetic.SyntheticOptions(num_train=8, num_val=8, min_frames=4, max_frames=4)
+    synthetic.ensure(root, small, workers=1)
+    mtime = os.path.getmtime(os.path.join(root, "meta.json"))
+    assert synthetic.ensure(root, small) == root
+    assert os.path.getmtime(os.path.join(root, "meta.json")) == mtime
+    other = synthetic.SyntheticOptions(seed=4, num_train=16, num_val=8, min_frames=4, max_frames=4)
+    synthetic.ensure(root, other, workers=1)
+    with open(os.path.join(root, "train.txt")) as f:
+        assert len(f.readlines()) == 16
+    assert os.listdir(tmp_path) == ["data"]
+
+
+def test_ensure_leaves_other_folders_alone(tmp_path):
+    (tmp_path / "mine.txt").write_text("x")
+    with pytest.raises(ValueError, match="no synthetic dataset"):
+        synthetic.ensure(str(tmp_path), OPTIONS)
+    assert os.listdir(tmp_path) == ["mine.txt"]
 
 
 def test_cli(tmp_path):

@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 from absl import flags
 
-from tea_jax.data import records, sampling, synthetic
+from tea_jax.data import records, sampling
 from tea_jax.data import transforms as T
 from tea_jax.data.errors import DataError
 from tea_jax.data.listfiles import class_folder_videos, read_list
@@ -241,6 +241,8 @@ def build_source(
         "num_classes": cfg.num_classes,
     }
     if cfg.source == "synthetic":
+        from tea_jax.data import synthetic  # not at import: `python -m tea_jax.data.synthetic`
+
         root = synthetic.ensure(cfg.root, synthetic.SyntheticOptions(**cfg.synthetic))
         list_path = os.path.join(root, "train.txt" if split == "train" else "val.txt")
         entries = read_list(list_path, with_num_frames=False, root=root, **lists)
@@ -279,7 +281,9 @@ def build_source(
 def _flip_labels(cfg: ml_collections.ConfigDict) -> tuple[tuple[int, int], ...]:
     pairs = tuple(tuple(p) for p in cfg.flip_label_pairs)
     if not pairs and cfg.source == "synthetic":
-        pairs = synthetic.FLIP_LABEL_PAIRS
+        from tea_jax.data.synthetic import FLIP_LABEL_PAIRS
+
+        pairs = FLIP_LABEL_PAIRS
     return tuple((a, b) for a, b in pairs) + tuple((b, a) for a, b in pairs)
 
 

@@ -131,7 +131,7 @@ def build_arrayrecord(args) -> None:
         quality=args.quality,
         template=args.template,
     )
-    num_shards = args.num_shards or max(1, len(entries) // 1000)
+    num_shards = min(args.num_shards or max(1, len(entries) // 1000), len(entries))
     with records.ShardedWriter(args.output, args.split, num_shards) as writer:
         for record, _ in _run(encode, entries, args.workers):
             if record:

@@ -1,10 +1,15 @@
 """Synthetic motion dataset: 8 classes in 4 time-reversed pairs.
 
 Each video shows one bright shape on a near-plain background moving left to right, top to bottom,
-rotating clockwise or growing (class A of a pair); its time reversal is class B (right to left,
-bottom to top, counter-clockwise, shrinking). Every split holds each generated video and its exact
-reversal, so per-frame statistics cannot tell the classes of a pair apart: a model that averages
-per-frame predictions stays at chance on the pairs, a temporal model can reach ~100%.
+circling clockwise or growing (class A of a pair); its time reversal is class B (right to left,
+bottom to top, circling counter-clockwise, shrinking). Every split holds each generated video and
+its exact reversal, so per-frame statistics cannot tell the classes of a pair apart: a model that
+averages per-frame predictions stays at chance on the pairs, a temporal model can reach ~100%.
+
+The clockwise pair moves the shape along a circle rather than spinning it in place: the reduced
+TEA of the embedded default learns a circling direction within its budget, while the direction of
+a shape spinning about its own centre stayed at chance (tried with 0.3-0.4 rad per frame and with
+larger shapes).
 
 Usage:
   python -m tea_jax.data.synthetic --output data/synthetic [--seed 0] [--num_train 1600]
@@ -16,6 +21,7 @@ relative to OUTPUT), `OUTPUT/classes.txt` and `OUTPUT/meta.json` (the generation
 import argparse
 import dataclasses
 import json
+import logging
 import multiprocessing
 import os
 import shutil
@@ -31,16 +37,15 @@ CLASSES = (
     "moving right to left",
     "moving top to bottom",
     "moving bottom to top",
-    "rotating clockwise",
-    "rotating counter-clockwise",
+    "circling clockwise",
+    "circling counter-clockwise",
     "growing",
     "shrinking",
 )
 # Label pairs exchanged by a horizontal flip.
 FLIP_LABEL_PAIRS = ((0, 1), (4, 5))
 
-# Polygons without rotational symmetry (a rotation by less than a full turn never maps them onto
-# themselves), in units of the object radius.
+# Asymmetric polygons, in units of the object radius.
 _SHAPES = (
     ((-0.8, -1), (-0.2, -1), (-0.2, 0.4), (0.8, 0.4), (0.8, 1), (-0.8, 1)),  # L
     ((-1, -0.35), (0.2, -0.35), (0.2, -0.85), (1, 0), (0.2, 0.85), (0.2, 0.35), (-1, 0.35)),
@@ -49,7 +54,8 @@ _SHAPES = (
     ((-1, -1), (1, -1), (1, -0.4), (0.3, -0.4), (0.3, 1), (-0.3, 1), (-0.3, -0.4), (-1, -0.4)),
 )
 _SUBPIXEL_BITS = 4
-_META_VERSION = 1
+
+_META_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +71,10 @@ class SyntheticOptions:
       max_frames: longest video.
       texture_amplitude: amplitude of the static low-frequency background texture, in [0, 1].
       speed: (min, max) translation in pixels per frame.
-      angular_speed: (min, max) rotation in radians per frame.
+      orbit: (min, max) angle, in radians, that a circling shape travels over the whole video.
+        Per video rather than per frame: TSN samples the same number of frames from every
+        video, so the step between sampled frames (~0.5 rad, ~6 px for 8 frames) does not
+        depend on the video's length.
       growth: (min, max) relative size increase per frame.
     """
 
@@ -77,7 +86,7 @@ class SyntheticOptions:
     max_frames: int = 24
     texture_amplitude: float = 0.04
     speed: tuple[float, float] = (2.0, 3.0)
-    angular_speed: tuple[float, float] = (0.3, 0.4)
+    orbit: tuple[float, float] = (3.6, 4.4)
     growth: tuple[float, float] = (0.05, 0.07)
 
     def to_json(self) -> dict:
@@ -116,17 +125,19 @@ def _motion(pair: int, rng: np.random.Generator, options: SyntheticOptions, num_
     size, t = options.size, np.arange(num_frames)
     angle = np.full(num_frames, rng.uniform(0, 2 * np.pi))
     if pair in (0, 1):  # translation along x (pair 0) or y (pair 1)
-        radius = rng.uniform(5, 8)
+        radius = rng.uniform(0.08, 0.125) * size
         speed = min(rng.uniform(*options.speed), (size - 2 * radius - 3) / (num_frames - 1))
         start = rng.uniform(radius + 1, size - radius - 1 - speed * (num_frames - 1))
         along = start + speed * t
         across = np.full(num_frames, rng.uniform(radius + 1, size - radius - 1))
         centres = np.stack([along, across] if pair == 0 else [across, along], axis=1)
         radii = np.full(num_frames, radius)
-    elif pair == 2:  # clockwise on screen: y points down, so the angle increases
-        radius = rng.uniform(9, 14)
-        centres = np.tile(rng.uniform(radius + 1, size - radius - 1, 2), (num_frames, 1))
-        angle = angle + rng.uniform(*options.angular_speed) * t
+    elif pair == 2:  # clockwise on screen (y points down): the angle increases
+        radius = rng.uniform(0.08, 0.125) * size
+        circle = rng.uniform(0.17, 0.23) * size
+        middle = rng.uniform(circle + radius + 2, size - circle - radius - 2, 2)
+        phase = angle[0] + rng.uniform(*options.orbit) * t / (num_frames - 1)
+        centres = middle + circle * np.stack([np.cos(phase), np.sin(phase)], axis=1)
         radii = np.full(num_frames, radius)
     else:  # growing
         growth = rng.uniform(*options.growth)
@@ -193,9 +204,18 @@ def generate(output: str, options: SyntheticOptions = SyntheticOptions(), worker
         json.dump(options.to_json(), f, indent=2)
 
 
+def _read_meta(root: str) -> dict | None:
+    try:
+        with open(os.path.join(root, "meta.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
 def ensure(root: str, options: SyntheticOptions = SyntheticOptions(), workers: int = 2) -> str:
     """Generates the dataset into `root` unless it is there already with the same options.
 
+    A dataset generated with other options (or by another version of the generator) is replaced.
     Generation goes to a temporary folder renamed into place, so concurrent callers and
     interrupted runs never leave a partial dataset.
 
@@ -203,32 +223,28 @@ def ensure(root: str, options: SyntheticOptions = SyntheticOptions(), workers: i
       `root`.
 
     Raises:
-      ValueError: `root` holds something else (another generation's options or other files).
+      ValueError: `root` exists and is not a synthetic dataset (no meta.json); it is left alone.
     """
-    meta_path = os.path.join(root, "meta.json")
-    if not os.path.exists(root):
-        parent = os.path.dirname(os.path.abspath(root))
-        os.makedirs(parent, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=".synthetic-", dir=parent)
-        try:
-            generate(os.path.join(staging, "data"), options, workers)
-            os.rename(os.path.join(staging, "data"), root)
-        except OSError:
-            if not os.path.exists(meta_path):
-                raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    try:
-        with open(meta_path) as f:
-            meta = json.load(f)
-    except (OSError, ValueError):
-        raise ValueError(f"{root} exists but holds no synthetic dataset (no meta.json)") from None
     expected = json.loads(json.dumps(options.to_json()))
-    if meta != expected:
-        raise ValueError(
-            f"{root} holds a synthetic dataset generated with other options: {meta}; "
-            f"requested {expected}. Remove it or choose another root."
-        )
+    meta = _read_meta(root)
+    if meta == expected:
+        return root
+    if os.path.exists(root) and meta is None:
+        raise ValueError(f"{root} exists but holds no synthetic dataset (no meta.json)")
+    parent = os.path.dirname(os.path.abspath(root))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".synthetic-", dir=parent)
+    try:
+        if meta is not None:
+            logging.warning("regenerating %s: it was generated with other options %s", root, meta)
+            os.rename(root, os.path.join(staging, "old"))
+        generate(os.path.join(staging, "data"), options, workers)
+        os.rename(os.path.join(staging, "data"), root)
+    except OSError:
+        if _read_meta(root) != expected:  # not a concurrent caller that generated the same data
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return root
 
 
