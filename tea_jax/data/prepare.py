@@ -85,16 +85,19 @@ def _video_record(
 
 
 def _run(function, entries, workers):
-    """Maps `function` over entries in order, logging and counting failures."""
+    """Yields the results of `function` over entries in order, logging the failures."""
     if workers > 1:
         with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            results = list(pool.imap(function, entries, chunksize=4))
+            yield from _logged(pool.imap(function, entries, chunksize=4))
     else:
-        results = [function(e) for e in entries]
-    for _, error in results:
+        yield from _logged(map(function, entries))
+
+
+def _logged(results):
+    for result, error in results:
         if error:
             logging.warning("skipped %s", error)
-    return results
+        yield result
 
 
 def extract_frames(args) -> None:
@@ -108,8 +111,7 @@ def extract_frames(args) -> None:
         short_side=args.short_side,
         quality=args.quality,
     )
-    results = _run(extract, entries, args.workers)
-    done = [entry for entry, _ in results if entry]
+    done = [entry for entry in _run(extract, entries, args.workers) if entry]
     list_path = os.path.join(args.output, os.path.basename(args.list))
     write_list(list_path, done, args.output)
     print(f"extracted {len(done)} of {len(entries)} videos; frame list {list_path}")
@@ -133,7 +135,7 @@ def build_arrayrecord(args) -> None:
     )
     num_shards = min(args.num_shards or max(1, len(entries) // 1000), len(entries))
     with records.ShardedWriter(args.output, args.split, num_shards) as writer:
-        for record, _ in _run(encode, entries, args.workers):
+        for record in _run(encode, entries, args.workers):
             if record:
                 writer.write(record)
     meta = (
@@ -141,7 +143,10 @@ def build_arrayrecord(args) -> None:
         if os.path.exists(os.path.join(args.output, "meta.json"))
         else {}
     )
-    num_classes = args.num_classes or meta.get("num_classes") or max(e.label for e in entries) + 1
+    num_classes = args.num_classes or meta.get("num_classes")
+    if not num_classes:
+        num_classes = max(e.label for e in entries) + 1
+        logging.warning("num_classes=%d from the largest label; pass --num_classes", num_classes)
     meta.update(
         num_classes=num_classes, splits={**meta.get("splits", {}), args.split: writer.count}
     )
