@@ -177,7 +177,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
     Returns:
       The last validation metrics (``top1``, ``top5``, ...), or ``{}`` when the run stopped early
-      on SIGTERM.
+      on SIGTERM or had already finished.
 
     Raises:
       NonFiniteLossError: the loss became NaN/inf (checkpoints up to the last good one remain).
