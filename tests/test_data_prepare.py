@@ -189,3 +189,44 @@ def test_lists_from_official_annotations(tmp_path):
     assert (
         tmp_path / "h" / "test_split2.txt"
     ).read_text() == "brush_hair/b.avi 0\ncartwheel/d.avi 1\n"
+
+
+def test_kinetics_and_something_something_annotations(tmp_path):
+    from tea_jax.data import datasets
+
+    k400 = tmp_path / "k400"
+    os.makedirs(k400 / "annotations")
+    os.makedirs(k400 / "train" / "abseiling")
+    (k400 / "train" / "abseiling" / "aaa_000010_000020.mp4").write_bytes(b"")
+    (k400 / "bbb.mp4").write_bytes(b"")
+    header = "label,youtube_id,time_start,time_end,split\n"
+    (k400 / "annotations" / "train.csv").write_text(
+        header + "abseiling,aaa,10,20,train\nzumba,bbb,0,10,train\nzumba,ccc,0,10,train\n"
+    )
+    (k400 / "annotations" / "val.csv").write_text(header + "zumba,bbb,0,10,val\n")
+    k = datasets.load("kinetics400", str(k400))
+    assert k.classes == ["abseiling", "zumba"]
+    assert k.splits == {
+        "train": [("train/abseiling/aaa_000010_000020.mp4", 0), ("bbb.mp4", 1)],
+        "val": [("bbb.mp4", 1)],
+    }
+
+    ss1 = tmp_path / "ss1"
+    os.makedirs(ss1)
+    (ss1 / "something-something-v1-labels.csv").write_text("Holding something\nPushing something\n")
+    (ss1 / "something-something-v1-train.csv").write_text("12;Pushing something\n")
+    (ss1 / "something-something-v1-validation.csv").write_text("7;Holding something\n")
+    v1 = datasets.load("something_something_v1", str(ss1))
+    assert v1.splits == {"train": [("12", 1)], "val": [("7", 0)]} and v1.template == "{:05d}.jpg"
+
+    ss2 = tmp_path / "ss2"
+    os.makedirs(ss2)
+    (ss2 / "something-something-v2-labels.json").write_text(
+        '{"Holding something": "0", "Putting something on something": "1"}'
+    )
+    row = '[{"id": "5", "label": "putting a cup on a table", "template": "Putting [something] on [something]"}]'
+    (ss2 / "something-something-v2-train.json").write_text(row)
+    (ss2 / "something-something-v2-validation.json").write_text("[]")
+    v2 = datasets.load("something_something_v2", str(ss2))
+    assert v2.splits == {"train": [("5.webm", 1)], "val": []}
+    assert v2.classes == ["Holding something", "Putting something on something"]
