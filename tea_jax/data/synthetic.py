@@ -73,7 +73,7 @@ class SyntheticOptions:
       speed: (min, max) translation in pixels per frame.
       orbit: (min, max) angle, in radians, that a circling shape travels over the whole video.
         Per video rather than per frame: TSN samples the same number of frames from every
-        video, so the step between sampled frames (~0.5 rad, ~6 px for 8 frames) does not
+        video, so the step between sampled frames (~0.75 rad, ~10 px for 8 frames) does not
         depend on the video's length.
       growth: (min, max) relative size increase per frame.
     """
@@ -86,7 +86,7 @@ class SyntheticOptions:
     max_frames: int = 24
     texture_amplitude: float = 0.04
     speed: tuple[float, float] = (2.0, 3.0)
-    orbit: tuple[float, float] = (3.6, 4.4)
+    orbit: tuple[float, float] = (5.6, 6.2)
     growth: tuple[float, float] = (0.05, 0.07)
 
     def to_json(self) -> dict:
