@@ -20,6 +20,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.model_options = ml_collections.ConfigDict({"dropout_rate": 0.5, "partial_bn": False})
     # Compute dtype: 'auto' is bfloat16 on GPU/TPU and float32 on CPU; parameters stay float32.
     config.compute_dtype = "auto"
+    # Rematerialisation to fit larger batches: '' (none), 'dots' (keep convolution outputs,
+    # recompute normalisations/activations) or 'full' (recompute the whole forward pass).
+    config.remat = ""
     # A model checkpoint (e.g. a converted ImageNet Res2Net-50) whose backbone initialises the
     # model; '' trains from scratch.
     config.init_from = ""

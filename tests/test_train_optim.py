@@ -1,6 +1,7 @@
 """The optimizer recipe against hand-computed SGD steps."""
 
 import flax
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -213,3 +214,51 @@ def test_groups_of_a_registry_model():
     assert {k.rsplit("/", 1)[0] for k in stats} == {
         k.rsplit("/", 1)[0] for k, g in labels.items() if g in ("bn", "frozen")
     }
+
+
+class _TinyNet(nn.Module):
+    """Conv + BatchNorm + dropout + classifier on (N, T, H, W, 3) clips."""
+
+    @nn.compact
+    def __call__(self, video, train=False):
+        x = nn.Conv(4, (3, 3))(video.reshape(-1, *video.shape[2:]))
+        x = nn.relu(nn.BatchNorm(use_running_average=not train, name="bn1")(x))
+        x = nn.Dropout(0.5, deterministic=not train)(x.mean(axis=(1, 2)))
+        return nn.Dense(3, name="fc")(x).reshape(video.shape[0], video.shape[1], 3).mean(axis=1)
+
+
+def test_remat_policies_give_the_same_step():
+    from tea_jax.train import state as state_lib
+    from tea_jax.train import step as step_lib
+
+    model = _TinyNet()
+    rng = np.random.default_rng(0)
+    batch = {
+        "video": jnp.asarray(rng.integers(0, 256, (4, 2, 8, 8, 3), dtype=np.uint8)),
+        "label": jnp.asarray([0, 1, 2, 0], jnp.int32),
+    }
+    variables = model.init(jax.random.key(0), batch["video"].astype(jnp.float32))
+    config = _config()
+    schedule = optim.create_schedule(config, global_batch_size=4, steps_per_epoch=1, total_steps=1)
+    tx = optim.create_optimizer(config, variables["params"], schedule=schedule, new_classifier=True)
+    results = {}
+    for remat in ("", "dots", "full"):
+        state = state_lib.create_train_state(variables, tx)
+        new, metrics = jax.jit(
+            lambda s, b, remat=remat: step_lib.train_step(
+                s, b, jax.random.key(1), model=model, tx=tx, schedule=schedule, remat=remat
+            )
+        )(state, batch)
+        results[remat] = (new, metrics)
+    ref_state, ref_metrics = results[""]
+    assert not np.array_equal(
+        ref_state.batch_stats["bn1"]["mean"], variables["batch_stats"]["bn1"]["mean"]
+    )
+    for remat in ("dots", "full"):
+        new, metrics = results[remat]
+        np.testing.assert_allclose(metrics["loss"], ref_metrics["loss"], rtol=1e-6)
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+            (new.params, new.batch_stats),
+            (ref_state.params, ref_state.batch_stats),
+        )

@@ -10,6 +10,11 @@ import optax
 from tea_jax.data import normalize
 from tea_jax.train.state import TrainState
 
+REMAT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+}
+
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
     """Mean softmax cross-entropy.
@@ -41,6 +46,7 @@ def train_step(
     tx: optax.GradientTransformation,
     schedule: optax.Schedule,
     label_smoothing: float = 0.0,
+    remat: str = "",
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimizer step on a global batch.
 
@@ -53,6 +59,10 @@ def train_step(
       tx: the optimizer.
       schedule: the learning-rate schedule (for logging).
       label_smoothing: label smoothing of the loss.
+      remat: rematerialisation of the forward pass to save memory: ``''`` keeps every
+        activation for the backward pass, ``'dots'`` keeps only matrix products and
+        convolutions (recomputes normalisations and activations), ``'full'`` keeps only the
+        input (recomputes the whole forward pass).
 
     Returns:
       The new state and replicated scalar metrics ``loss``, ``top1``, ``top5``, ``grad_norm``,
@@ -62,14 +72,20 @@ def train_step(
     labels = batch["label"]
     dropout_rng = jax.random.fold_in(rng, state.step)
 
-    def loss_fn(params):
-        logits, updates = model.apply(
-            {"params": params, "batch_stats": state.batch_stats},
+    def forward(params, batch_stats, video):
+        return model.apply(
+            {"params": params, "batch_stats": batch_stats},
             video,
             train=True,
             mutable=["batch_stats"],
             rngs={"dropout": dropout_rng},
         )
+
+    if remat:
+        forward = jax.checkpoint(forward, policy=REMAT_POLICIES[remat])
+
+    def loss_fn(params):
+        logits, updates = forward(params, state.batch_stats, video)
         logits = logits.astype(jnp.float32)
         return cross_entropy(logits, labels, label_smoothing), (logits, updates["batch_stats"])
 

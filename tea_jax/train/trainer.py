@@ -133,6 +133,7 @@ def make_train_fn(config, model, tx, lr_schedule, mesh, state):
         tx=tx,
         schedule=lr_schedule,
         label_smoothing=config.label_smoothing,
+        remat=config.remat,
     )
     return jax.jit(
         step_fn,
