@@ -1,9 +1,9 @@
 """Multiply-accumulate count of a model: `python -m tea_jax.flops --model tea50 --num-segments 8`.
 
-The count walks the model's jaxpr and adds the MACs of its convolutions, matrix products and channel-wise
-temporal convolutions (written here as shifted products; counted as the Conv1d layers they replace), as the
-usual PyTorch counters do for Conv and Linear layers. Other element-wise work (BatchNorm, activations,
-pooling, excitation gates) is not counted.
+The count walks the model's jaxpr and adds the MACs of its convolutions and matrix products, and of the
+depthwise and channel-wise temporal convolutions written here as shifted products (counted as the Conv2d
+and Conv1d layers they replace), as the usual PyTorch counters do for Conv and Linear layers. Other
+element-wise work (BatchNorm, activations, pooling, excitation gates) is not counted.
 """
 
 import argparse
@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from jax.extend import core
 
 from tea_jax.models import MODELS, count_params, create_model
-from tea_jax.modules.temporal import TEMPORAL_CONV_SCOPE
+from tea_jax.modules.layers import SHIFTED_CONV_SCOPE
 
 
 def _conv_macs(eqn: Any) -> int:
@@ -38,16 +38,16 @@ def _count(jaxpr: core.Jaxpr, totals: dict[str, int]) -> None:
             totals["conv"] += _conv_macs(eqn)
         elif eqn.primitive.name == "dot_general":
             totals["dot"] += _dot_macs(eqn)
-        elif eqn.primitive.name == "mul" and TEMPORAL_CONV_SCOPE in str(eqn.source_info.name_stack):
-            totals["temporal"] += math.prod(eqn.outvars[0].aval.shape)
+        elif eqn.primitive.name == "mul" and SHIFTED_CONV_SCOPE in str(eqn.source_info.name_stack):
+            totals["shifted"] += math.prod(eqn.outvars[0].aval.shape)
         for sub in core.jaxprs_in_params(eqn.params):
             _count(sub, totals)
 
 
 def count_macs(fn, *args) -> dict[str, int]:
-    """MACs of the convolutions (`conv`), matrix products (`dot`) and channel-wise temporal convolutions
-    (`temporal`) of `fn(*args)`, from its jaxpr (no compilation)."""
-    totals = {"conv": 0, "dot": 0, "temporal": 0}
+    """MACs of the convolutions (`conv`), matrix products (`dot`) and convolutions written as shifted
+    products (`shifted`: depthwise and temporal) of `fn(*args)`, from its jaxpr (no compilation)."""
+    totals = {"conv": 0, "dot": 0, "shifted": 0}
     _count(jax.make_jaxpr(fn)(*args).jaxpr, totals)
     return totals
 
@@ -65,7 +65,7 @@ def model_report(name: str, num_segments: int, resolution: int, num_classes: int
         "gmacs": sum(macs.values()) / 1e9,
         "conv_gmacs": macs["conv"] / 1e9,
         "matmul_gmacs": macs["dot"] / 1e9,
-        "temporal_gmacs": macs["temporal"] / 1e9,
+        "shifted_gmacs": macs["shifted"] / 1e9,
         "params": count_params(variables),
     }
 
@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"{r['model']}: {r['gmacs']:.2f} GMACs per {r['num_segments']}-frame "
         f"{r['resolution']}x{r['resolution']} clip (spatial convolutions {r['conv_gmacs']:.2f}, 1x1 "
-        f"convolutions and classifier {r['matmul_gmacs']:.2f}, temporal convolutions "
-        f"{r['temporal_gmacs']:.2f}), {r['params']:,} parameters"
+        f"convolutions and classifier {r['matmul_gmacs']:.2f}, depthwise and temporal convolutions "
+        f"{r['shifted_gmacs']:.2f}), {r['params']:,} parameters"
     )
 
 

@@ -9,6 +9,10 @@ import jax.numpy as jnp
 
 ModuleDef = Any
 
+# Name scope of the convolutions written as shifted products (depthwise, temporal): the FLOPs counter
+# counts their multiplications as multiply-accumulates.
+SHIFTED_CONV_SCOPE = "shifted_conv"
+
 # Kaiming-normal (fan-out, ReLU gain) as in the reference ResNet and Res2Net code.
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
@@ -95,4 +99,6 @@ class DepthwiseConv3x3(nn.Module):
         """Maps `(B, H, W, C)` to `(B, H, W, C)`."""
         kernel = self.param("kernel", conv_init, (3, 3, 1, x.shape[-1]), jnp.float32)
         kernel = kernel.astype(self.dtype).reshape(9, -1)
-        return sum(v * k for v, k in zip(_windows3x3(x.astype(self.dtype), 1), kernel, strict=True))
+        with jax.named_scope(SHIFTED_CONV_SCOPE):
+            views = _windows3x3(x.astype(self.dtype), 1)
+            return sum(v * k for v, k in zip(views, kernel, strict=True))

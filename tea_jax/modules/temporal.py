@@ -11,10 +11,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-TemporalInit = Literal["shift", "identity", "normal"]
+from tea_jax.modules.layers import SHIFTED_CONV_SCOPE
 
-# Name scope of the channel-wise temporal convolution, by which the FLOPs counter finds its products.
-TEMPORAL_CONV_SCOPE = "temporal_conv"
+TemporalInit = Literal["shift", "identity", "normal"]
 
 
 def to_video(x: jax.Array, num_segments: int) -> jax.Array:
@@ -113,7 +112,7 @@ class TemporalConv(nn.Module):
             jnp.float32,
         )
         kernel = kernel.astype(self.dtype)
-        with jax.named_scope(TEMPORAL_CONV_SCOPE):
+        with jax.named_scope(SHIFTED_CONV_SCOPE):
             v = to_video(x.astype(self.dtype), self.num_segments)
             past, future = _neighbours(v)
             return to_frames(kernel[0] * past + kernel[1] * v + kernel[2] * future)
