@@ -24,9 +24,8 @@ import tea_jax  # noqa: E402
 from tea_jax import checkpoint, convert  # noqa: E402
 from tests import torch_reference as tr  # noqa: E402
 
-REFERENCE = os.path.join(
-    os.path.dirname(__file__), "..", "..", "shared", "reference", "pytorch_state_dicts.json"
-)
+# State-dict layouts (key, shape, dtype) of the released Res2Net-50 and TEA models.
+REFERENCE = os.path.join(os.path.dirname(__file__), "data", "pytorch_state_dicts.json")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Blocks per stage with a non-first block in stages 1 and 4 (exercises the MTA cascade), and

@@ -2,7 +2,7 @@
 
 The modules follow the released implementations line by line (module names, registration order,
 forward semantics), so their `state_dict()` has exactly the released layout
-(`/work/shared/reference/pytorch_state_dicts.json` lists it). Depth and width can be reduced
+(`tests/data/pytorch_state_dicts.json` lists it). Depth and width can be reduced
 for fast tests: `stage_sizes` sets the blocks per stage, `stem_width` and `planes` the widths.
 
 Input layout: images (N, 3, H, W); videos (N, T, 3, H, W), frames of a video consecutive along
