@@ -11,7 +11,6 @@ evaluated. Writes ``eval_<protocol>.json``, ``confusion_<protocol>.png`` and
 
 import jax
 from absl import app, flags
-from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from tea_jax.train import distributed, evaluation
@@ -34,11 +33,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    if not FLAGS["verbosity"].present:
-        absl_logging.set_verbosity(absl_logging.WARNING)
-    distributed.initialize()
+    distributed.start(argv)
     summaries = evaluation.run_evaluation(
         FLAGS.config,
         FLAGS.workdir,

@@ -10,7 +10,6 @@ import logging
 
 import jax
 from absl import app, flags
-from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from tea_jax.train import distributed, trainer
@@ -22,11 +21,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    if not FLAGS["verbosity"].present:
-        absl_logging.set_verbosity(absl_logging.WARNING)
-    distributed.initialize()
+    distributed.start(argv)
     logging.info(
         "Process %d of %d, devices: %s", jax.process_index(), jax.process_count(), jax.devices()
     )

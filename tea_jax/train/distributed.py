@@ -8,7 +8,8 @@ SLURM and Open MPI; elsewhere give ``--coordinator_address``, ``--num_processes`
 import os
 
 import jax
-from absl import flags
+from absl import app, flags
+from absl import logging as absl_logging
 
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "host:port of process 0 (multi-host runs outside TPU/SLURM)."
@@ -38,3 +39,13 @@ def initialize() -> None:
         )
     elif _cluster_detected():
         jax.distributed.initialize()
+
+
+def start(argv: list[str]) -> None:
+    """Common start of the command-line tools: rejects stray arguments, keeps absl's logging at
+    WARNING unless `--verbosity` is given, and joins the other processes."""
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if not flags.FLAGS["verbosity"].present:
+        absl_logging.set_verbosity(absl_logging.WARNING)
+    initialize()
