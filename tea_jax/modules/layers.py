@@ -32,13 +32,34 @@ def batch_norm(*, use_running_average: bool, dtype: Any) -> ModuleDef:
     )
 
 
-def conv1x1(features: int, *, dtype: Any, name: str) -> nn.Dense:
-    """A 1x1 convolution without bias as a matrix product over the channel axis.
+class Conv1x1(nn.Module):
+    """A 1x1 convolution without bias as one matrix product over the flattened pixels.
 
-    XLA runs it several times faster than the equivalent `lax.conv` on CPU. Its kernel has shape
-    `(C_in, C_out)`; apply a strided slice `x[:, ::s, ::s]` first for a stride-`s` 1x1 convolution.
+    XLA runs it several times faster than the equivalent `lax.conv` on CPU, and flattening the pixels to
+    one axis keeps the weight gradient a plain `(C_in, P) x (P, C_out)` product, without the transposed
+    copy of the output gradient that a contraction over several pixel axes costs on CPU. Its kernel has
+    `nn.Dense`'s name and shape, `(C_in, C_out)`; apply a strided slice `x[:, ::s, ::s]` first for a
+    stride-`s` 1x1 convolution.
+
+    Attributes:
+      features: output channels.
+      dtype: the compute dtype.
     """
-    return nn.Dense(features, use_bias=False, dtype=dtype, kernel_init=conv_init, name=name)
+
+    features: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Maps `(..., C_in)` to `(..., features)`."""
+        kernel = self.param("kernel", conv_init, (x.shape[-1], self.features), jnp.float32)
+        y = x.reshape(-1, x.shape[-1]).astype(self.dtype) @ kernel.astype(self.dtype)
+        return y.reshape(*x.shape[:-1], self.features)
+
+
+def conv1x1(features: int, *, dtype: Any, name: str) -> Conv1x1:
+    """A bias-free 1x1 convolution named `name` (see `Conv1x1`)."""
+    return Conv1x1(features, dtype=dtype, name=name)
 
 
 def conv3x3(features: int, *, strides: int = 1, dtype: Any, name: str) -> nn.Conv:
