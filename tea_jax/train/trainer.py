@@ -282,6 +282,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         checkpointer.wait()
         export_model(config, workdir, train_loader.num_classes, checkpointer, state, mesh)
     finally:
+        train_iter.close()
         progress.close()
         preemption.close()
         checkpointer.close()
