@@ -13,7 +13,7 @@ from tea_jax.modules import (
     batch_norm,
     temporal_shift,
 )
-from tea_jax.modules.layers import DepthwiseConv3x3, avg_pool3x3, max_pool3x3
+from tea_jax.modules.layers import Conv1x1, DepthwiseConv3x3, avg_pool3x3, max_pool3x3
 
 
 def naive_temporal_conv(x, kernel, t):
@@ -211,3 +211,23 @@ def test_pooling_and_depthwise_views_equal_xla_windows(size, strides):
     variables = module.init(jax.random.key(1), x)
     grouped = nn.Conv(5, (3, 3), padding=1, feature_group_count=5, use_bias=False)
     np.testing.assert_allclose(module.apply(variables, x), grouped.apply(variables, x), atol=1e-5)
+
+
+def test_conv1x1_and_its_gradients_equal_a_1x1_convolution():
+    """The flattened matrix-product form of a 1x1 convolution has the convolution's values and gradients."""
+    x = jax.random.normal(jax.random.key(0), (2, 3, 5, 6))
+    module = Conv1x1(4)
+    variables = module.init(jax.random.key(1), x)
+    conv = nn.Conv(4, (1, 1), use_bias=False)
+    conv_variables = {"params": {"kernel": variables["params"]["kernel"][None, None]}}
+
+    def loss(apply, variables, x):
+        return jnp.sum(jnp.sin(apply(variables, x)))
+
+    np.testing.assert_allclose(module.apply(variables, x), conv.apply(conv_variables, x), atol=1e-5)
+    grads = jax.grad(loss, argnums=(1, 2))(module.apply, variables, x)
+    conv_grads = jax.grad(loss, argnums=(1, 2))(conv.apply, conv_variables, x)
+    np.testing.assert_allclose(
+        grads[0]["params"]["kernel"], conv_grads[0]["params"]["kernel"][0, 0], atol=1e-5
+    )
+    np.testing.assert_allclose(grads[1], conv_grads[1], atol=1e-5)
