@@ -239,6 +239,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         while step < steps.total_steps:
             batch = sharding.shard_batch(next(train_iter), mesh)
             state, metrics = train_fn(state, batch, dropout_rng)
+            del batch  # the host arrays live in the loader's shared memory until released
             history.append(metrics)
             step += 1
             stopping = preemption.should_stop()
