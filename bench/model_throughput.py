@@ -4,12 +4,17 @@
 
 Reports the median step time of `--steps` timed steps after `--warmup` untimed ones, clips/s, compile time,
 peak memory, achieved FLOP/s (MACs from `tea_jax.flops`, x2, x3 for a training step) and, on accelerators
-with a known peak, model FLOPs utilisation. The last line printed is one JSON object.
+with a known peak, model FLOPs utilisation; `--profile DIR` adds the time per step of each kind of XLA op.
+The last line printed is one JSON object.
 """
 
 import argparse
+import collections
+import glob
+import gzip
 import json
 import os
+import re
 import resource
 import statistics
 import sys
@@ -48,6 +53,26 @@ def _median_time(step, steps: int, warmup: int) -> float:
         step()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def _profile(step, directory: str, steps: int = 2, top: int = 15) -> dict[str, float]:
+    """Traces `steps` steps into `directory` and returns milliseconds per step summed by HLO op kind.
+
+    Kinds are XLA's op names without their numeric suffix (`ynn_fusion`, `transpose_copy_fusion`, ...).
+    On CPU, run with `XLA_FLAGS=--xla_cpu_enable_xprof_traceme=true` so that XLA records its ops.
+    """
+    with jax.profiler.trace(directory, create_perfetto_trace=True):
+        for _ in range(steps):
+            step()
+    trace_file = sorted(glob.glob(f"{directory}/**/*.trace.json.gz", recursive=True))[-1]
+    with gzip.open(trace_file) as f:
+        events = json.load(f)["traceEvents"]
+    totals: collections.Counter[str] = collections.Counter()
+    for event in events:
+        name = event.get("name", "")
+        if event.get("ph") == "X" and not name.startswith(("Thunk", "$", "Slinky", "Pjit")):
+            totals[re.sub(r"\.\d+$", "", name)] += event["dur"] / 1e3 / steps
+    return dict(totals.most_common(top))
 
 
 def bench_jax(args) -> dict:
@@ -98,6 +123,7 @@ def bench_jax(args) -> dict:
         jax.block_until_ready(out)
 
     step_time = _median_time(step, args.steps, args.warmup)
+    profile = _profile(step, args.profile) if args.profile else None
     macs = sum(count_macs(lambda v, x: model.apply(v, x), variables, video).values())
     flops = 2 * macs * (3 if args.mode == "train" else 1)
     device = jax.devices()[0]
@@ -120,6 +146,7 @@ def bench_jax(args) -> dict:
         "tflops_per_sec": achieved / 1e12,
         "mfu": achieved / (peak_flops * jax.device_count()) if peak_flops else None,
         "device": f"{jax.device_count()}x {device.device_kind} ({jax.default_backend()})",
+        "profile_ms_per_step": profile,
     }
 
 
@@ -184,6 +211,11 @@ def main() -> None:
         "--threads", type=int, default=0, help="PyTorch threads (default: all cores)"
     )
     parser.add_argument("--reference", action="store_true", help="also time the PyTorch reference")
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="also trace two steps into DIR and report milliseconds per step by XLA op kind",
+    )
     args = parser.parse_args()
 
     result = {"config": {k: v for k, v in vars(args).items() if k != "reference"}}
@@ -193,6 +225,8 @@ def main() -> None:
         f"compile {result['compile_time_s']:.1f} s on {result['device']}",
         flush=True,
     )
+    for kind, ms in (result["profile_ms_per_step"] or {}).items():
+        print(f"  {ms:9.1f} ms/step  {kind}")
     if args.reference:
         if args.model not in REFERENCE_MODELS:
             parser.error(f"--reference supports {', '.join(REFERENCE_MODELS)}")
