@@ -156,7 +156,9 @@ def main() -> None:
                 )
                 results.append(row)
                 print(
-                    f"{name:24s} T={t:2d}  {row['clips_per_sec_per_core']:7.1f} clips/s/core  {row[f'clips_per_sec_{args.workers}_workers']:7.1f} clips/s with {args.workers} workers",
+                    f"{name:24s} T={t:2d}  {row['clips_per_sec_per_core']:7.1f} clips/s/core  "
+                    f"{row[f'clips_per_sec_{args.workers}_workers']:7.1f} clips/s with "
+                    f"{args.workers} workers",
                     flush=True,
                 )
     print(json.dumps(results))

@@ -1,11 +1,13 @@
-"""Steady-state throughput of a model on whatever devices JAX sees, optionally beside the PyTorch reference.
+"""Steady-state throughput of a model on whatever devices JAX sees,
+optionally beside the PyTorch reference.
 
-    python bench/model_throughput.py --model tea50 --num-segments 8 --batch 2 --mode train [--reference]
+    python bench/model_throughput.py --model tea50 --num-segments 8 --batch 2 \\
+        --mode train [--reference]
 
-Reports the median step time of `--steps` timed steps after `--warmup` untimed ones, clips/s, compile time,
-peak memory, achieved FLOP/s (MACs from `tea_jax.flops`, x2, x3 for a training step) and, on accelerators
-with a known peak, model FLOPs utilisation; `--profile DIR` adds the time per step of each kind of XLA op.
-The last line printed is one JSON object.
+Reports the median step time of `--steps` timed steps after `--warmup` untimed ones, clips/s,
+compile time, peak memory, achieved FLOP/s (MACs from `tea_jax.flops`, x2, x3 for a training step)
+and, on accelerators with a known peak, model FLOPs utilisation; `--profile DIR` adds the time per
+step of each kind of XLA op. The last line printed is one JSON object.
 """
 
 import argparse
@@ -56,10 +58,12 @@ def _median_time(step, steps: int, warmup: int) -> float:
 
 
 def _profile(step, directory: str, steps: int = 2, top: int = 15) -> dict[str, float]:
-    """Traces `steps` steps into `directory` and returns milliseconds per step summed by HLO op kind.
+    """Traces `steps` steps into `directory` and returns milliseconds per step summed by
+    HLO op kind.
 
-    Kinds are XLA's op names without their numeric suffix (`ynn_fusion`, `transpose_copy_fusion`, ...).
-    On CPU, run with `XLA_FLAGS=--xla_cpu_enable_xprof_traceme=true` so that XLA records its ops.
+    Kinds are XLA's op names without their numeric suffix (`ynn_fusion`,
+    `transpose_copy_fusion`, ...). On CPU, run with `XLA_FLAGS=--xla_cpu_enable_xprof_traceme=true`
+    so that XLA records its ops.
     """
     with jax.profiler.trace(directory, create_perfetto_trace=True):
         for _ in range(steps):
@@ -197,7 +201,7 @@ def bench_torch(args) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="tea50")
     parser.add_argument("--num-segments", type=int, default=8)
     parser.add_argument("--batch", type=int, default=2)

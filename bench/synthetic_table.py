@@ -1,11 +1,12 @@
-"""Trains TEA and its baselines on the synthetic motion dataset and writes the README's results table.
+"""Trains TEA and its baselines on the synthetic motion dataset and writes the README's
+results table.
 
     python bench/synthetic_table.py [--models tea50 tsn_res2net50 ...] [--seeds 0 1 2]
 
-Each run is `python train.py --config configs/synthetic_tea8.py:MODEL --config.seed=SEED` (same reduced
-skeleton, data and budget for every model) in `--root/MODEL/seed_SEED`; a finished run is resumed, not
-repeated. The table (mean and spread of the final validation top-1 over the seeds) replaces the text
-between the markers in README.md, so it is regenerated, never typed.
+Each run is `python train.py --config configs/synthetic_tea8.py:MODEL --config.seed=SEED` (same
+reduced skeleton, data and budget for every model) in `--root/MODEL/seed_SEED`; a finished run is
+resumed, not repeated. The table (mean and spread of the final validation top-1 over the seeds)
+replaces the text between the markers in README.md, so it is regenerated, never typed.
 """
 
 import argparse
@@ -74,8 +75,8 @@ def run(model: str, seed: int, root: Path, overrides: list[str]) -> dict:
 
 def table(results: list[dict], command: str) -> str:
     lines = [
-        f"Final validation top-1 (%) on the synthetic motion dataset (8 classes in time-reversed pairs, "
-        f"chance 12.5%), written by `{command}`:",
+        f"Final validation top-1 (%) on the synthetic motion dataset (8 classes in time-reversed "
+        f"pairs, chance 12.5%), written by `{command}`:",
         "",
         "| model | network | top-1 mean | spread (min-max) | seeds |",
         "|---|---|---|---|---|",
@@ -90,7 +91,7 @@ def table(results: list[dict], command: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--root", type=Path, default=ROOT / "runs" / "synthetic_table")

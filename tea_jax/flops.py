@@ -1,9 +1,9 @@
 """Multiply-accumulate count of a model: `python -m tea_jax.flops --model tea50 --num-segments 8`.
 
-The count walks the model's jaxpr and adds the MACs of its convolutions and matrix products, and of the
-depthwise and channel-wise temporal convolutions written here as shifted products (counted as the Conv2d
-and Conv1d layers they replace), as the usual PyTorch counters do for Conv and Linear layers. Other
-element-wise work (BatchNorm, activations, pooling, excitation gates) is not counted.
+The count walks the model's jaxpr and adds the MACs of its convolutions and matrix products, and of
+the depthwise and channel-wise temporal convolutions written here as shifted products (counted as
+the Conv2d and Conv1d layers they replace), as the usual PyTorch counters do for Conv and Linear
+layers. Other element-wise work (BatchNorm, activations, pooling, excitation gates) is not counted.
 """
 
 import argparse
@@ -45,8 +45,9 @@ def _count(jaxpr: core.Jaxpr, totals: dict[str, int]) -> None:
 
 
 def count_macs(fn, *args) -> dict[str, int]:
-    """MACs of the convolutions (`conv`), matrix products (`dot`) and convolutions written as shifted
-    products (`shifted`: depthwise and temporal) of `fn(*args)`, from its jaxpr (no compilation)."""
+    """MACs of the convolutions (`conv`), matrix products (`dot`) and convolutions written as
+    shifted products (`shifted`: depthwise and temporal) of `fn(*args)`, from its jaxpr
+    (no compilation)."""
     totals = {"conv": 0, "dot": 0, "shifted": 0}
     _count(jax.make_jaxpr(fn)(*args).jaxpr, totals)
     return totals
@@ -80,9 +81,9 @@ def main(argv: list[str] | None = None) -> None:
     r = model_report(args.model, args.num_segments, args.resolution, args.num_classes)
     print(
         f"{r['model']}: {r['gmacs']:.2f} GMACs per {r['num_segments']}-frame "
-        f"{r['resolution']}x{r['resolution']} clip (spatial convolutions {r['conv_gmacs']:.2f}, 1x1 "
-        f"convolutions and classifier {r['matmul_gmacs']:.2f}, depthwise and temporal convolutions "
-        f"{r['shifted_gmacs']:.2f}), {r['params']:,} parameters"
+        f"{r['resolution']}x{r['resolution']} clip (spatial convolutions {r['conv_gmacs']:.2f}, "
+        f"1x1 convolutions and classifier {r['matmul_gmacs']:.2f}, depthwise and temporal "
+        f"convolutions {r['shifted_gmacs']:.2f}), {r['params']:,} parameters"
     )
 
 

@@ -41,7 +41,8 @@ def create_model(name: str, *, num_classes: int, num_segments: int, **options) -
         `temporal_stages`, `stage_sizes`, `width_multiplier`, `partial_bn`, ...).
 
     Returns:
-      The module; call it as `model.apply(variables, video, train=False)` with `video` `(N, T, H, W, 3)`.
+      The module; call it as `model.apply(variables, video, train=False)` with
+      `video` `(N, T, H, W, 3)`.
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}")

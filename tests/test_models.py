@@ -51,7 +51,8 @@ def test_tea_handles_any_number_of_segments(t):
 
 
 def test_tea_is_order_sensitive_and_tsn_is_not():
-    """TSN averages per-frame predictions; TEA's output changes when the clip is reversed in time."""
+    """TSN averages per-frame predictions; TEA's output changes when the clip
+    is reversed in time."""
     for name, sensitive in [("tea50", True), ("tsn_res2net50", False)]:
         model = create_model(name, num_classes=4, num_segments=8, temporal_init="normal", **REDUCED)
         variables, video = init(model, 8)

@@ -144,7 +144,8 @@ def _mta(t, variant="reference", first_in_stage=False, strides=1):
 
 
 def test_mta_receptive_field_grows_along_the_cascade():
-    """An impulse at frame t reaches t±1 through the first fragment and t±(i+1) through fragment i."""
+    """An impulse at frame t reaches t±1 through the first fragment
+    and t±(i+1) through fragment i."""
     t, centre, width = 16, 8, 4
     module = _mta(t)
     x = jnp.zeros((t, 5, 5, 4 * width))
@@ -214,7 +215,8 @@ def test_pooling_and_depthwise_views_equal_xla_windows(size, strides):
 
 
 def test_conv1x1_and_its_gradients_equal_a_1x1_convolution():
-    """The flattened matrix-product form of a 1x1 convolution has the convolution's values and gradients."""
+    """The flattened matrix-product form of a 1x1 convolution
+    has the convolution's values and gradients."""
     x = jax.random.normal(jax.random.key(0), (2, 3, 5, 6))
     module = Conv1x1(4)
     variables = module.init(jax.random.key(1), x)

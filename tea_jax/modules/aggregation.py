@@ -1,4 +1,5 @@
-"""Multiple Temporal Aggregation (MTA): the hierarchical convolution of Res2Net made spatio-temporal."""
+"""Multiple Temporal Aggregation (MTA): the hierarchical convolution of Res2Net
+made spatio-temporal."""
 
 from typing import Any, Literal
 
@@ -12,18 +13,20 @@ from tea_jax.modules.temporal import TemporalConv, TemporalInit
 
 
 class MultipleTemporalAggregation(nn.Module):
-    """The 3x3 stage of a Res2Net bottleneck with cascaded temporal and spatial sub-convolutions (Sec. 3.2).
+    """The 3x3 stage of a Res2Net bottleneck with cascaded temporal and spatial sub-convolutions
+    (Sec. 3.2).
 
-    The input's channels split into `scale` fragments of `width` channels. `variant='reference'` (the
-    released code, default) processes fragment i < scale-1 as
-    `sp = relu(bn_i(conv_i(temporal_i(sp + X_i))))` with `sp` the previous fragment's output (no residual
-    for the first fragment or in the first block of a stage), and passes the last fragment through
-    `temporal_{scale-1}` only (average-pooled with the block's stride in the first block of a stage).
-    `variant='paper'` keeps the first fragment as it is and computes fragment i >= 1 as
+    The input's channels split into `scale` fragments of `width` channels. `variant='reference'`
+    (the released code, default) processes fragment i < scale-1 as
+    `sp = relu(bn_i(conv_i(temporal_i(sp + X_i))))` with `sp` the previous fragment's output (no
+    residual for the first fragment or in the first block of a stage), and passes the last fragment
+    through `temporal_{scale-1}` only (average-pooled with the block's stride in the first block of
+    a stage). `variant='paper'` keeps the first fragment as it is and computes fragment i >= 1 as
     `relu(bn(conv(temporal(X_i + out_{i-1}))))`, the residual starting from the third fragment.
 
-    Each temporal convolution widens the receptive field by one frame each way, so the outputs of the later
-    fragments see further in time. With `temporal=False` this is the plain Res2Net hierarchical convolution.
+    Each temporal convolution widens the receptive field by one frame each way, so the outputs of
+    the later fragments see further in time. With `temporal=False` this is the plain Res2Net
+    hierarchical convolution.
 
     Attributes:
       width: channels per fragment.
@@ -31,11 +34,13 @@ class MultipleTemporalAggregation(nn.Module):
       norm: a BatchNorm constructor.
       scale: number of fragments.
       strides: spatial stride (the first block of stages 2-4).
-      first_in_stage: the first block of a stage (Res2Net's `stype='stage'`): no residual between fragments.
+      first_in_stage: the first block of a stage (Res2Net's `stype='stage'`):
+        no residual between fragments.
       temporal: whether to insert the channel-wise temporal convolutions.
       variant: `reference` or `paper`.
-      temporal_init: overrides the variant's initialisation of every temporal convolution (`None`: the
-        reference code's identity for the cascaded fragments and shift for the last; shift for `paper`).
+      temporal_init: overrides the variant's initialisation of every temporal convolution
+        (`None`: the reference code's identity for the cascaded fragments and shift for the last;
+        shift for `paper`).
       dtype: the compute dtype.
     """
 

@@ -1,4 +1,5 @@
-"""Bottleneck blocks: Res2Net-50 26w_4s (the TEA block) and torchvision's ResNet-50, with temporal options."""
+"""Bottleneck blocks: Res2Net-50 26w_4s (the TEA block) and torchvision's ResNet-50,
+with temporal options."""
 
 import math
 from typing import Any, Literal
@@ -27,9 +28,11 @@ class _Bottleneck(nn.Module):
       norm: a BatchNorm constructor.
       strides: spatial stride of the block.
       first_in_stage: the first block of a stage (carries the stride and a projection shortcut).
-      temporal: `none`; `shift` (TSM's residual shift at the start of the residual branch); `conv` (a
-        channel-wise temporal convolution after the first 1x1 conv, the (2+1)D baseline); `mta` (Res2Net only).
-      excitation: `none`, `me` (Motion Excitation) or `se` (Squeeze-and-Excitation), after the first 1x1 conv.
+      temporal: `none`; `shift` (TSM's residual shift at the start of the residual branch);
+        `conv` (a channel-wise temporal convolution after the first 1x1 conv, the (2+1)D baseline);
+        `mta` (Res2Net only).
+      excitation: `none`, `me` (Motion Excitation) or `se` (Squeeze-and-Excitation),
+        after the first 1x1 conv.
       me_residual: whether ME keeps its identity path.
       me_reduction: ME's channel reduction ratio.
       variant: `reference` (released code) or `paper` semantics of ME and MTA.
@@ -99,7 +102,8 @@ class _Bottleneck(nn.Module):
 
 
 class ResNetBlock(_Bottleneck):
-    """torchvision's ResNet-50 bottleneck (stride on the 3x3 conv): conv1 -> conv2 (3x3) -> conv3."""
+    """torchvision's ResNet-50 bottleneck (stride on the 3x3 conv):
+    conv1 -> conv2 (3x3) -> conv3."""
 
     def _spatial_stage(self, x: jax.Array) -> jax.Array:
         if self.temporal == "mta":
@@ -109,13 +113,15 @@ class ResNetBlock(_Bottleneck):
 
 
 class Res2NetBlock(_Bottleneck):
-    """The Res2Net-50 (26w_4s) bottleneck; with `temporal='mta'` and `excitation='me'` the TEA block.
+    """The Res2Net-50 (26w_4s) bottleneck; with `temporal='mta'` and `excitation='me'`
+    the TEA block.
 
-    conv1 (1x1) -> BN -> ReLU -> [ME] -> MTA (or the plain hierarchical 3x3 convs) -> conv3 (1x1) -> BN,
-    plus the shortcut, then ReLU.
+    conv1 (1x1) -> BN -> ReLU -> [ME] -> MTA (or the plain hierarchical 3x3 convs) ->
+    conv3 (1x1) -> BN, plus the shortcut, then ReLU.
 
     Attributes:
-      base_width: Res2Net's base width (26): each fragment has `floor(planes * base_width / 64)` channels.
+      base_width: Res2Net's base width (26): each fragment has
+        `floor(planes * base_width / 64)` channels.
       scale: number of fragments (4).
     """
 

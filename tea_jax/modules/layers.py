@@ -1,4 +1,5 @@
-"""Building blocks shared by the backbones: convolutions written for speed and PyTorch-exact BatchNorm."""
+"""Building blocks shared by the backbones: convolutions written for speed and
+PyTorch-exact BatchNorm."""
 
 import functools
 from typing import Any
@@ -9,8 +10,8 @@ import jax.numpy as jnp
 
 ModuleDef = Any
 
-# Name scope of the convolutions written as shifted products (depthwise, temporal): the FLOPs counter
-# counts their multiplications as multiply-accumulates.
+# Name scope of the convolutions written as shifted products (depthwise, temporal): the FLOPs
+# counter counts their multiplications as multiply-accumulates.
 SHIFTED_CONV_SCOPE = "shifted_conv"
 
 # Kaiming-normal (fan-out, ReLU gain) as in the reference ResNet and Res2Net code.
@@ -18,7 +19,8 @@ conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
 def batch_norm(*, use_running_average: bool, dtype: Any) -> ModuleDef:
-    """BatchNorm with PyTorch's semantics: epsilon 1e-5, running average momentum 0.9 (0.1 in PyTorch).
+    """BatchNorm with PyTorch's semantics: epsilon 1e-5, running average
+    momentum 0.9 (0.1 in PyTorch).
 
     Statistics and parameters stay in float32 whatever the compute dtype.
     """
@@ -35,11 +37,11 @@ def batch_norm(*, use_running_average: bool, dtype: Any) -> ModuleDef:
 class Conv1x1(nn.Module):
     """A 1x1 convolution without bias as one matrix product over the flattened pixels.
 
-    XLA runs it several times faster than the equivalent `lax.conv` on CPU, and flattening the pixels to
-    one axis keeps the weight gradient a plain `(C_in, P) x (P, C_out)` product, without the transposed
-    copy of the output gradient that a contraction over several pixel axes costs on CPU. Its kernel has
-    `nn.Dense`'s name and shape, `(C_in, C_out)`; apply a strided slice `x[:, ::s, ::s]` first for a
-    stride-`s` 1x1 convolution.
+    XLA runs it several times faster than the equivalent `lax.conv` on CPU, and flattening the
+    pixels to one axis keeps the weight gradient a plain `(C_in, P) x (P, C_out)` product, without
+    the transposed copy of the output gradient that a contraction over several pixel axes costs on
+    CPU. Its kernel has `nn.Dense`'s name and shape, `(C_in, C_out)`; apply a strided slice
+    `x[:, ::s, ::s]` first for a stride-`s` 1x1 convolution.
 
     Attributes:
       features: output channels.
@@ -99,15 +101,16 @@ def max_pool3x3(x: jax.Array, strides: int = 2) -> jax.Array:
 
 
 def avg_pool3x3(x: jax.Array, strides: int = 1) -> jax.Array:
-    """3x3 average pooling with padding 1, the padding counted (PyTorch's default), as a sum of views."""
+    """3x3 average pooling with padding 1, the padding counted (PyTorch's default),
+    as a sum of views."""
     return sum(_windows3x3(x, strides)) / 9.0
 
 
 class DepthwiseConv3x3(nn.Module):
     """3x3 depthwise convolution without bias, padding 1, as nine shifted products.
 
-    The kernel has `nn.Conv`'s shape `(3, 3, 1, C)`; the shifted form fuses into one loop and its gradient
-    is several times faster than a grouped convolution's on CPU.
+    The kernel has `nn.Conv`'s shape `(3, 3, 1, C)`; the shifted form fuses into one loop and its
+    gradient is several times faster than a grouped convolution's on CPU.
 
     Attributes:
       dtype: the compute dtype.

@@ -1,4 +1,5 @@
-"""The video network: a 2-D ResNet-style backbone over the frames of a clip with TSN average consensus."""
+"""The video network: a 2-D ResNet-style backbone over the frames of a clip
+with TSN average consensus."""
 
 from collections.abc import Sequence
 from typing import Any
@@ -18,9 +19,10 @@ STAGE_PLANES = (64, 128, 256, 512)
 class VideoResNet(nn.Module):
     """A ResNet/Res2Net backbone applied to every frame, with temporal modules in its blocks.
 
-    Stem: 7x7/2 conv (64) -> BN -> ReLU -> 3x3/2 max pool; four stages of bottlenecks with 64, 128, 256 and
-    512 planes (stride 2 from the second stage); global average pool, dropout and a linear classifier per
-    frame; the clip's logits are the mean over its T frames (TSN's average consensus).
+    Stem: 7x7/2 conv (64) -> BN -> ReLU -> 3x3/2 max pool; four stages of bottlenecks with
+    64, 128, 256 and 512 planes (stride 2 from the second stage); global average pool, dropout
+    and a linear classifier per frame; the clip's logits are the mean over its T frames
+    (TSN's average consensus).
 
     Attributes:
       block: the bottleneck class (`Res2NetBlock` or `ResNetBlock`).
@@ -29,15 +31,16 @@ class VideoResNet(nn.Module):
       stage_sizes: blocks per stage ((3, 4, 6, 3) for the 50-layer networks).
       temporal: the blocks' temporal module (see `blocks._Bottleneck`).
       excitation: the blocks' excitation module.
-      temporal_stages: 1-based stages whose blocks get the temporal and excitation modules (the others are
-        plain 2-D blocks), as in the paper's appendix Table 7.
+      temporal_stages: 1-based stages whose blocks get the temporal and excitation modules (the
+        others are plain 2-D blocks), as in the paper's appendix Table 7.
       me_residual: whether ME keeps its identity path.
       me_reduction: ME's channel reduction ratio.
       variant: `reference` (released code, default) or `paper` semantics of ME and MTA.
       temporal_init: initialisation of every temporal convolution (`None`: each module's default).
       width_multiplier: scales every channel count (1.0 for the published networks).
       dropout_rate: dropout before the classifier.
-      partial_bn: freeze the statistics of every BatchNorm but the stem's in training (fine-tuning recipe).
+      partial_bn: freeze the statistics of every BatchNorm but the stem's in training
+        (fine-tuning recipe).
       dtype: the compute dtype; parameters and BatchNorm statistics stay float32.
     """
 

@@ -1,7 +1,7 @@
 """Temporal layers of 2-D video networks.
 
-Inside a backbone the frames of a video lie consecutively along the batch axis: a feature map has shape
-`(N*T, H, W, C)`. The layers here view it as `(N, T, H, W, C)` to mix information across time.
+Inside a backbone the frames of a video lie consecutively along the batch axis: a feature map has
+shape `(N*T, H, W, C)`. The layers here view it as `(N, T, H, W, C)` to mix information across time.
 """
 
 from collections.abc import Callable
@@ -41,8 +41,8 @@ def _neighbours(v: jax.Array) -> tuple[jax.Array, jax.Array]:
 def temporal_shift(x: jax.Array, num_segments: int, fold_div: int = 8) -> jax.Array:
     """The temporal shift of TSM (Lin et al., 2019): no parameters, zero padding.
 
-    The first `C // fold_div` channels take the next frame's values, the next `C // fold_div` the previous
-    frame's, the rest stay in place.
+    The first `C // fold_div` channels take the next frame's values, the next `C // fold_div` the
+    previous frame's, the rest stay in place.
 
     Args:
       x: `(N*T, H, W, C)` frames.
@@ -64,9 +64,9 @@ def temporal_shift(x: jax.Array, num_segments: int, fold_div: int = 8) -> jax.Ar
 def temporal_kernel_init(init: TemporalInit, fold_div: int = 2) -> Callable[..., jax.Array]:
     """Initialiser of a `(3, C)` channel-wise temporal kernel (taps for t-1, t, t+1).
 
-    `shift`: the first `C // fold_div` channels (0, 0, 1) (the future moves into the present), the next
-    `C // fold_div` (1, 0, 0) (the past), the rest (0, 1, 0). `identity`: (0, 1, 0) for every channel.
-    `normal`: Gaussian with variance 1/3 (fan-in of three taps).
+    `shift`: the first `C // fold_div` channels (0, 0, 1) (the future moves into the present), the
+    next `C // fold_div` (1, 0, 0) (the past), the rest (0, 1, 0). `identity`: (0, 1, 0) for every
+    channel. `normal`: Gaussian with variance 1/3 (fan-in of three taps).
     """
     if init == "normal":
         return nn.initializers.variance_scaling(1.0, "fan_in", "normal", in_axis=0, out_axis=1)
@@ -87,8 +87,8 @@ def temporal_kernel_init(init: TemporalInit, fold_div: int = 2) -> Callable[...,
 class TemporalConv(nn.Module):
     """Channel-wise temporal convolution: kernel 3 along time, zero padding, no bias.
 
-    `out[t] = k[0] * x[t-1] + k[1] * x[t] + k[2] * x[t+1]`, one kernel per channel, written as shifted
-    slices so that XLA fuses it with its neighbours.
+    `out[t] = k[0] * x[t-1] + k[1] * x[t] + k[2] * x[t+1]`, one kernel per channel, written as
+    shifted slices so that XLA fuses it with its neighbours.
 
     Attributes:
       num_segments: T, the frames per video.
