@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -169,12 +170,19 @@ def _summarise(history: list[dict[str, jax.Array]]) -> dict[str, float]:
     }
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    create_loader: Callable[..., data_lib.Loader] = data_lib.create_loader,
+) -> dict[str, Any]:
     """Trains ``config`` in ``workdir``, resuming from its latest checkpoint if there is one.
 
     Args:
       config: a config built from ``configs/default.py``.
       workdir: output directory (checkpoints, ``metrics.jsonl``, TensorBoard, config, model).
+      create_loader: makes the loader of a split; called as ``tea_jax.data.create_loader`` is,
+        and returns an object with its result's ``num_examples``, ``num_classes`` and iterator.
 
     Returns:
       The last validation metrics (``top1``, ``top5``, ...), or ``{}`` when the run stopped early
@@ -188,14 +196,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     mesh = sharding.create_mesh()
     host_batch = sharding.per_host_batch_size(config.batch_size)
     host_eval_batch = sharding.per_host_batch_size(config.eval_batch_size, what="eval_batch_size")
-    train_loader = data_lib.create_loader(
+    train_loader = create_loader(
         config.data,
         "train",
         batch_size=host_batch,
         num_segments=config.num_segments,
         seed=config.seed,
     )
-    val_loader = data_lib.create_loader(
+    val_loader = create_loader(
         config.data,
         "val",
         batch_size=host_eval_batch,
