@@ -12,7 +12,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from tea_jax.train import distributed, trainer
+from tea_jax.train import checkpointing, distributed, trainer
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
@@ -25,7 +25,14 @@ def main(argv):
     logging.info(
         "Process %d of %d, devices: %s", jax.process_index(), jax.process_count(), jax.devices()
     )
-    results = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    try:
+        results = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    except (
+        trainer.WorkdirError,
+        checkpointing.CheckpointError,
+        checkpointing.CheckpointSaveError,
+    ) as e:
+        raise SystemExit(f"Error: {e}") from None
     if results and jax.process_index() == 0:
         print(
             f"Final validation top-1 {100 * results['top1']:.2f}%, top-5 {100 * results['top5']:.2f}%"

@@ -206,16 +206,14 @@ def _compare_partial_bn(init, trained):
 
 def _main(outdir):
     """Subprocess: two training steps and an evaluation of each config of ``TRAINED``."""
+    import fake_loader
     import numpy as np
-    import test_train_fakes
 
     import tea_jax
-    from tea_jax import data
     from tea_jax.checkpoint import abstract_variables, read_variables, save_model
     from tea_jax.train import logging as log_lib
     from tea_jax.train import trainer
 
-    data.create_loader = test_train_fakes.create_loader
     # A "Kinetics" checkpoint with another class count, to fine-tune from.
     source = dict(num_classes=10, num_segments=2, stage_sizes=(1, 1, 1, 1), width_multiplier=0.25)
     shapes = abstract_variables(tea_jax.create_model("tea50", **source), num_segments=2)
@@ -229,7 +227,7 @@ def _main(outdir):
     for name in TRAINED:
         config = shrink(load_config(name), init_from=pretrained)
         workdir = os.path.join(outdir, name)
-        val = trainer.train_and_evaluate(config, workdir)
+        val = trainer.train_and_evaluate(config, workdir, create_loader=fake_loader.create_loader)
         train = [r for r in log_lib.read_metrics(workdir) if r["split"] == "train"]
         results[name] = {"losses": [r["loss"] for r in train], "top1": val["top1"]}
         if config.model_options.partial_bn:

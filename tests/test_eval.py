@@ -3,13 +3,13 @@
 import json
 import os
 
+import fake_loader as fakes
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
-import test_train_fakes as fakes
 
 from tea_jax import data as data_lib
 from tea_jax.train import evaluation, metrics, sharding, step

@@ -8,11 +8,14 @@ cache to avoid recompiling the same tiny model.
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
+import fake_loader
 import numpy as np
 import pytest
 
@@ -66,14 +69,32 @@ def _env(devices, cache_dir):
     return env
 
 
-def start_run(workdir, *, devices=1, cache_dir, process=None, delay_s=0.0):
-    """Starts ``python tests/test_train.py`` training the tiny config in ``workdir``."""
+def start_run(
+    workdir,
+    *,
+    devices=1,
+    cache_dir,
+    process=None,
+    delay_s=0.0,
+    fail_save_step=None,
+    num_train=None,
+):
+    """Starts ``python tests/test_train.py`` training the tiny config in ``workdir``.
+
+    ``fail_save_step``: saving that step fails with "No space left on device".
+    ``num_train``: another size of the training split.
+    """
     args = [sys.executable, os.path.abspath(__file__), str(workdir), str(delay_s)]
     if process is not None:
         args += [str(p) for p in process]  # (coordinator port, num_processes, process_id)
+    env = _env(devices, cache_dir)
+    if fail_save_step is not None:
+        env["FAIL_SAVE_STEP"] = str(fail_save_step)
+    if num_train is not None:
+        env["NUM_TRAIN"] = str(num_train)
     return subprocess.Popen(
         args,
-        env=_env(devices, cache_dir),
+        env=env,
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -81,7 +102,7 @@ def start_run(workdir, *, devices=1, cache_dir, process=None, delay_s=0.0):
     )
 
 
-def finish(proc, timeout=240):
+def finish(proc, timeout=480):
     out, _ = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, out[-4000:]
     return out
@@ -120,19 +141,26 @@ def reference(tmp_path_factory, cache_dir):
     return workdir
 
 
-def test_one_and_eight_devices_give_the_same_losses(reference, tmp_path, cache_dir):
-    finish(start_run(tmp_path, devices=8, cache_dir=cache_dir))
+@pytest.fixture(scope="module")
+def eight_devices(tmp_path_factory, cache_dir):
+    """An uninterrupted run on eight simulated devices."""
+    workdir = tmp_path_factory.mktemp("eight_devices")
+    finish(start_run(workdir, devices=8, cache_dir=cache_dir))
+    return workdir
+
+
+def test_one_and_eight_devices_give_the_same_losses(reference, eight_devices):
     expected = losses(reference)
     assert len(expected) == TOTAL_STEPS
-    np.testing.assert_allclose(losses(tmp_path), expected, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(losses(eight_devices), expected, rtol=1e-3, atol=1e-4)
     ref_val, val = (
         read_records(reference, "val")[TOTAL_STEPS],
-        read_records(tmp_path, "val")[TOTAL_STEPS],
+        read_records(eight_devices, "val")[TOTAL_STEPS],
     )
     assert val["top1"] == ref_val["top1"]
     assert val["loss"] == pytest.approx(ref_val["loss"], rel=1e-3)
     # The learning rate drops at the epoch boundary (step 4 of 4 per epoch).
-    lrs = [read_records(tmp_path, "train")[s]["lr"] for s in range(1, TOTAL_STEPS + 1)]
+    lrs = [read_records(eight_devices, "train")[s]["lr"] for s in range(1, TOTAL_STEPS + 1)]
     assert lrs[3] == pytest.approx(0.01 * 8 / 64) and lrs[4] == pytest.approx(0.001 * 8 / 64)
 
 
@@ -160,6 +188,22 @@ def test_non_finite_loss_stops_with_a_clear_message():
     with pytest.raises(trainer.NonFiniteLossError, match=r"nan at step 13.*checkpoint is step 10"):
         trainer.check_finite(history, 10, 10)
     trainer.check_finite(history[:2], 10, 10)
+
+
+def test_fake_eval_loader_covers_each_video_once():
+    import ml_collections
+
+    cfg = ml_collections.ConfigDict(
+        {"image_size": 8, "num_train": 8, "num_val": 7, "test_clips": 1, "test_crops": 1}
+    )
+    seen = []
+    for host in range(3):
+        loader = fake_loader.create_loader(
+            cfg, "val", batch_size=2, num_segments=2, seed=0, shard_index=host, shard_count=3
+        )
+        for batch in loader:
+            seen += batch["index"][batch["mask"]].tolist()
+    assert sorted(seen) == list(range(7))
 
 
 def _wait_for_checkpoint(workdir, step, proc, timeout=180):
@@ -196,6 +240,102 @@ def test_sigterm_saves_exits_cleanly_and_resumes_on_more_devices(reference, tmp_
     np.testing.assert_allclose(losses(tmp_path), losses(reference), rtol=1e-3, atol=1e-4)
 
 
+def _truncate_largest_file(folder):
+    files = [os.path.join(r, f) for r, _, names in os.walk(folder) for f in names]
+    largest = max(files, key=os.path.getsize)
+    with open(largest, "r+b") as f:
+        f.truncate(os.path.getsize(largest) // 2)
+
+
+def test_corrupt_checkpoints_are_skipped_and_eight_devices_resume_on_one(
+    reference, eight_devices, tmp_path, cache_dir
+):
+    """Checkpoint 6 has a truncated file, 4 a deleted one: the run resumes from 2, on 1 device."""
+    shutil.copytree(eight_devices, tmp_path, dirs_exist_ok=True)
+    _truncate_largest_file(tmp_path / "checkpoints" / "6" / "state")
+    os.remove(tmp_path / "checkpoints" / "4" / "state" / "_METADATA")
+    with open(tmp_path / "metrics.jsonl") as f:
+        kept = [line for line in f if json.loads(line)["step"] <= 2]
+    with open(tmp_path / "metrics.jsonl", "w") as f:
+        f.writelines(kept)
+    out = finish(start_run(tmp_path, devices=1, cache_dir=cache_dir))
+    for step in (6, 4):
+        assert f"Skipping checkpoint {tmp_path / 'checkpoints' / str(step)}," in out, out
+    resumed = f"Resuming from step 2 ({tmp_path / 'checkpoints' / '2'}); the data order continues."
+    assert resumed in out, out[-3000:]
+    assert sorted(os.listdir(tmp_path / "checkpoints-skipped")) == ["4", "6"]
+    np.testing.assert_allclose(losses(tmp_path), losses(reference), rtol=1e-3, atol=1e-4)
+
+
+def test_no_intact_checkpoint_stops_instead_of_starting_over(reference, tmp_path, cache_dir):
+    shutil.copytree(reference, tmp_path, dirs_exist_ok=True)
+    for step in (2, 4, 6):
+        _truncate_largest_file(tmp_path / "checkpoints" / str(step) / "state")
+    proc = start_run(tmp_path, cache_dir=cache_dir)
+    out, _ = proc.communicate(timeout=480)
+    assert proc.returncode != 0
+    assert f"No checkpoint in {tmp_path / 'checkpoints'} restores" in out, out[-3000:]
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4", "6"]
+
+
+def test_failed_save_names_path_and_step_and_keeps_earlier_checkpoints(
+    reference, tmp_path, cache_dir
+):
+    """ "No space left on device" while saving step 4; the same command then resumes from 2."""
+    proc = start_run(tmp_path, cache_dir=cache_dir, fail_save_step=4)
+    out, _ = proc.communicate(timeout=480)
+    assert proc.returncode != 0
+    path = tmp_path / "checkpoints" / "4"
+    assert f"Saving the checkpoint of step 4 to {path} failed" in out, out[-3000:]
+    assert "No space left on device" in out
+    out = finish(start_run(tmp_path, cache_dir=cache_dir))
+    assert "Resuming from step 2 (" in out, out[-3000:]
+    assert "the data order continues" in out
+    np.testing.assert_allclose(losses(tmp_path), losses(reference), rtol=1e-5, atol=1e-6)
+
+
+def test_resume_with_a_longer_training_list_restarts_the_data_order(reference, tmp_path, cache_dir):
+    shutil.copytree(reference, tmp_path, dirs_exist_ok=True)
+    out = finish(start_run(tmp_path, cache_dir=cache_dir, num_train=40))
+    checkpoint = tmp_path / "checkpoints" / str(TOTAL_STEPS)
+    assert f"Resuming from step {TOTAL_STEPS} ({checkpoint}); the data order restarts." in out
+    assert "the training split had 32 videos when step 6 was saved and has 40 now" in out, out
+
+
+def _fail_saves_at(step):
+    """Makes the data iterator's checkpoint writer fail at ``step`` as on a full disk."""
+    import errno
+
+    from grain._src.python.checkpoint import handler
+
+    save = handler.CheckpointHandler.save
+
+    def failing_save(self, directory, *args, **kwargs):
+        if re.fullmatch(rf"{step}(\..*)?", os.path.basename(os.path.dirname(str(directory)))):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(directory))
+        return save(self, directory, *args, **kwargs)
+
+    handler.CheckpointHandler.save = failing_save
+
+
+def test_dead_peer_stops_the_survivor_with_an_error_naming_it(tmp_path, cache_dir):
+    """Process 1 of 2 is SIGKILLed; process 0 stops within the heartbeat timeout (20 s)."""
+    port = _free_port()
+    procs = [
+        start_run(tmp_path, devices=1, cache_dir=cache_dir, process=(port, 2, i), delay_s=0.3)
+        for i in range(2)
+    ]
+    _wait_for_checkpoint(tmp_path, 2, procs[0])
+    procs[1].send_signal(signal.SIGKILL)
+    procs[1].wait()
+    killed = time.time()
+    out, _ = procs[0].communicate(timeout=120)
+    stopped = time.time() - killed
+    assert procs[0].returncode != 0
+    assert "Task 1 heartbeat timeout" in out, out[-4000:]
+    assert stopped < 90, stopped
+
+
 def _main(argv):
     """Subprocess entry: ``WORKDIR DELAY [PORT NUM_PROCESSES PROCESS_ID]``."""
     import jax
@@ -204,15 +344,18 @@ def _main(argv):
         port, num_processes, process_id = (int(a) for a in argv[2:])
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(
-            f"127.0.0.1:{port}", num_processes=num_processes, process_id=process_id
+            f"127.0.0.1:{port}",
+            num_processes=num_processes,
+            process_id=process_id,
+            heartbeat_timeout_seconds=20,
         )
-    import test_train_fakes
-
-    from tea_jax import data
     from tea_jax.train import trainer
 
-    data.create_loader = test_train_fakes.create_loader
-    results = trainer.train_and_evaluate(tiny_config(delay_s=float(argv[1])), argv[0])
+    if os.environ.get("FAIL_SAVE_STEP"):
+        _fail_saves_at(int(os.environ["FAIL_SAVE_STEP"]))
+    config = tiny_config(delay_s=float(argv[1]))
+    config.data.num_train = int(os.environ.get("NUM_TRAIN", config.data.num_train))
+    results = trainer.train_and_evaluate(config, argv[0], create_loader=fake_loader.create_loader)
     if results:
         print(f"Final validation top-1 {results['top1']}")
     else:

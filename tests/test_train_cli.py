@@ -88,3 +88,53 @@ def test_predict_labels_a_video_file(synthetic_run):
     with open(workdir / "model" / "classes.txt") as f:
         names = {line.strip() for line in f}
     assert all(line.split(". ", 1)[1].rsplit(" ", 1)[0].strip() in names for line in lines[1:])
+
+
+def test_eval_checkpoint_converted_from_pytorch(synthetic_run, tmp_path):
+    """eval.py --checkpoint on the output of ``python -m tea_jax.convert tea``."""
+    pytest.importorskip("torch")
+    from tests.test_convert import save_tea_checkpoint
+
+    _, _, overrides, _ = synthetic_run
+    save_tea_checkpoint(tmp_path / "ckpt.best.pth.tar", 8, num_classes=8)
+    converted = tmp_path / "converted"
+    _run(
+        [
+            "-m",
+            "tea_jax.convert",
+            "tea",
+            f"--input={tmp_path / 'ckpt.best.pth.tar'}",
+            f"--output={converted}",
+            "--num-segments=8",
+        ]
+    )
+    out = _run(
+        [
+            "eval.py",
+            "--config",
+            "configs/synthetic_tea8.py",
+            f"--checkpoint={converted}",
+            f"--workdir={tmp_path / 'eval'}",
+            "--protocols=efficient",
+            *overrides,
+        ]
+    )
+    assert f"Checkpoint: {converted}" in out
+    with open(tmp_path / "eval" / "eval_efficient.json") as f:
+        report = json.load(f)
+    assert report["num_videos"] == 8 and report["checkpoint"] == str(converted)
+
+
+def test_unwritable_workdir_fails_at_start_with_one_line(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    workdir = blocker / "run"
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+    args = ["train.py", "--config", "configs/synthetic_tea8.py", f"--workdir={workdir}"]
+    proc = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr, proc.stderr
+    expected = f"Error: --workdir {workdir} is not writable: Not a directory"
+    assert proc.stderr.strip().splitlines()[-1] == expected, proc.stderr

@@ -1,13 +1,18 @@
 """Training checkpoints: model and optimizer state, step and the data iterator state.
 
 Layout of ``WORKDIR/checkpoints/<step>/``: ``state`` (Orbax pytree of :class:`TrainState`),
-``data`` (the grain iterator state of every host, ``process_<i>-of-<n>.json``). Saves are
-asynchronous; the manager keeps the latest ``keep`` checkpoints and the one with the best
-validation top-1. Restoring places the arrays on the current mesh, so a run can continue on a
-different number of devices.
+``data`` (the grain iterator state of every host, ``process_<i>-of-<n>.json``), ``meta`` (the
+size of the training split). Saves are asynchronous; the manager keeps the latest ``keep``
+checkpoints and the one with the best validation top-1. Restoring places the arrays on the
+current mesh, so a run can continue on a different number of devices. A checkpoint is trusted
+only once it restores completely; :meth:`Checkpointer.restore_latest` falls back to older ones.
 """
 
+import dataclasses
 import logging
+import os
+import re
+import shutil
 import signal
 from typing import Any
 
@@ -21,6 +26,48 @@ from tea_jax.train.state import TrainState
 
 STATE = "state"
 DATA = "data"
+META = "meta"
+_DATA_FILE = re.compile(r"process_(\d+)-of-(\d+)\.json")
+
+
+class CheckpointError(RuntimeError):
+    """No checkpoint of a directory that holds some can be restored."""
+
+
+class CheckpointSaveError(RuntimeError):
+    """Writing a checkpoint failed (the earlier ones are left as they were)."""
+
+    def __init__(self, path: str, step: int, cause: BaseException):
+        super().__init__(
+            f"Saving the checkpoint of step {step} to {path} failed: {cause}. The earlier "
+            "checkpoints are intact: fix the cause (e.g. free disk space) and run the same "
+            "command again to resume."
+        )
+        self.path, self.step = path, step
+
+
+@dataclasses.dataclass
+class Restored:
+    """What :meth:`Checkpointer.restore_latest` resumed from.
+
+    Attributes:
+      step: the restored step.
+      path: its directory.
+      state: the restored :class:`TrainState`.
+      data_restart: None when the data iterator continues where it was saved, else why it
+        starts the data order again.
+      skipped: ``(path, reason)`` of the newer checkpoints that could not be restored.
+    """
+
+    step: int
+    path: str
+    state: TrainState
+    data_restart: str | None
+    skipped: list[tuple[str, str]]
+
+
+def _reason(error: BaseException) -> str:
+    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
 
 
 class _MissingMetricsFilter(logging.Filter):
@@ -63,7 +110,15 @@ class Checkpointer:
             enable_async_checkpointing=async_save,
             create=True,
         )
-        self.manager = ocp.CheckpointManager(directory, options=options, item_names=(STATE, DATA))
+        self.directory = directory
+        self.manager = ocp.CheckpointManager(
+            directory, options=options, item_names=(STATE, DATA, META)
+        )
+        self._pending: int | None = None
+        self._failed = False
+
+    def step_path(self, step: int) -> str:
+        return os.path.join(self.directory, str(step))
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -78,51 +133,169 @@ class Checkpointer:
         state: TrainState,
         data_iterator: Any | None,
         metrics: dict[str, float] | None = None,
+        num_examples: int | None = None,
     ) -> bool:
         """Starts saving ``state`` and the iterator position at ``step`` (returns at once).
 
         The iterator state is captured before returning, so the iterator may keep advancing.
         A step that is already saved is left as it is (returns False).
+
+        Args:
+          step: the training step.
+          state: the train state.
+          data_iterator: the training iterator, or None.
+          metrics: validation metrics (``top1``) for keeping the best checkpoints.
+          num_examples: size of the training split, checked when resuming.
+
+        Raises:
+          CheckpointSaveError: this save, or the previous asynchronous one, failed.
         """
+        self._finish_pending()
         if step in self.manager.all_steps():
             return False
         items = {STATE: ocp.args.StandardSave(state)}
         if data_iterator is not None:
             items[DATA] = grain.checkpoint.CheckpointSave(data_iterator)
-        return self.manager.save(
-            step, args=ocp.args.Composite(**items), metrics=metrics, force=True
-        )
+        if num_examples is not None:
+            items[META] = ocp.args.JsonSave({"num_examples": num_examples})
+        try:
+            saved = self.manager.save(
+                step, args=ocp.args.Composite(**items), metrics=metrics, force=True
+            )
+        except Exception as e:
+            self._failed = True
+            raise CheckpointSaveError(self.step_path(step), step, e) from e
+        self._pending = step
+        return saved
 
-    def restore(
-        self, step: int, abstract_state: TrainState, data_iterator: Any | None = None
-    ) -> tuple[TrainState, bool]:
-        """Restores ``step`` onto the shardings of ``abstract_state``.
+    def _finish_pending(self) -> None:
+        """Waits for the asynchronous save in flight; raises if it failed."""
+        step, self._pending = self._pending, None
+        try:
+            self.manager.wait_until_finished()
+        except Exception as e:
+            self._failed = True
+            if step is None:
+                raise
+            raise CheckpointSaveError(self.step_path(step), step, e) from e
+
+    def restore_latest(
+        self,
+        abstract_state: TrainState,
+        data_iterator: Any | None = None,
+        num_examples: int | None = None,
+    ) -> Restored | None:
+        """Restores the newest checkpoint that restores completely.
+
+        A checkpoint with a missing, truncated or unreadable file is skipped with a warning
+        naming it and the error, and the next older one is tried.
+
+        Args:
+          abstract_state: a tree of ``jax.ShapeDtypeStruct`` with the target shardings.
+          data_iterator: a fresh iterator of the same pipeline; its position is restored in place
+            unless the data order has to start again (see :attr:`Restored.data_restart`).
+          num_examples: the current size of the training split.
+
+        Returns:
+          The restored checkpoint, or None when the directory holds no checkpoint.
+
+        Raises:
+          CheckpointError: there are checkpoints but none of them restores.
+        """
+        skipped = []
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            path = self.step_path(step)
+            try:
+                state = self.restore(step, abstract_state)
+                data_restart = self._restore_data(step, data_iterator, num_examples)
+            except Exception as e:  # Any failure to read a checkpoint makes it untrusted.
+                logging.warning("Skipping checkpoint %s, it does not restore: %s", path, _reason(e))
+                skipped.append((path, _reason(e)))
+                continue
+            self._set_aside([p for p, _ in skipped])
+            return Restored(step, path, state, data_restart, skipped)
+        if skipped:
+            raise CheckpointError(
+                f"No checkpoint in {self.directory} restores: "
+                + "; ".join(f"{path}: {reason}" for path, reason in skipped)
+                + ". Move the directory away to start from scratch."
+            )
+        return None
+
+    def _set_aside(self, paths: list[str]) -> None:
+        """Moves checkpoints that do not restore to ``<directory>-skipped/`` (process 0), so
+        that the resumed run saves those steps anew."""
+        if not paths:
+            return
+        aside = self.directory.rstrip("/") + "-skipped"
+        if jax.process_index() == 0:
+            os.makedirs(aside, exist_ok=True)
+            for path in paths:
+                target = os.path.join(aside, os.path.basename(path))
+                if os.path.exists(target):
+                    shutil.rmtree(target)
+                os.rename(path, target)
+                logging.warning("Moved %s to %s.", path, target)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("checkpoints set aside")
+        self.manager.reload()
+
+    def _read_meta(self, step: int) -> dict[str, Any] | None:
+        if not os.path.isdir(os.path.join(self.step_path(step), META)):
+            return None
+        return self.manager.restore(
+            step, args=ocp.args.Composite(**{META: ocp.args.JsonRestore()})
+        )[META]
+
+    def _restore_data(
+        self, step: int, data_iterator: Any | None, num_examples: int | None
+    ) -> str | None:
+        """Restores the iterator position of ``step``; returns why it cannot continue, if so.
+
+        Raises:
+          FileNotFoundError: this host's iterator state is missing though the checkpoint was
+            written by as many hosts as this run has.
+        """
+        if data_iterator is None:
+            return "no data iterator was given"
+        meta = self._read_meta(step)
+        if meta and num_examples is not None and meta["num_examples"] != num_examples:
+            return (
+                f"the training split had {meta['num_examples']} videos when step {step} was "
+                f"saved and has {num_examples} now"
+            )
+        folder = os.path.join(self.step_path(step), DATA)
+        count = jax.process_count()
+        name = f"process_{jax.process_index()}-of-{count}.json"
+        if not os.path.exists(os.path.join(folder, name)):
+            saved = {
+                int(m.group(2))
+                for m in map(
+                    _DATA_FILE.fullmatch, os.listdir(folder) if os.path.isdir(folder) else []
+                )
+                if m
+            }
+            if saved and count not in saved:
+                return f"it was saved by {min(saved)} processes and this run has {count}"
+            raise FileNotFoundError(f"{os.path.join(folder, name)} is missing")
+        self.manager.restore(
+            step,
+            args=ocp.args.Composite(**{DATA: grain.checkpoint.CheckpointRestore(data_iterator)}),
+        )
+        return None
+
+    def restore(self, step: int, abstract_state: TrainState) -> TrainState:
+        """Restores the train state of ``step`` onto the shardings of ``abstract_state``.
 
         Args:
           step: the step to restore.
           abstract_state: a tree of ``jax.ShapeDtypeStruct`` with the target shardings.
-          data_iterator: a fresh iterator of the same pipeline; its position is restored in place.
-
-        Returns:
-          The state and whether the data iterator position was restored (it is not when the
-          checkpoint was written by a different number of hosts or has no data state).
         """
-        state = self.manager.restore(
+        return self.manager.restore(
             step, args=ocp.args.Composite(**{STATE: ocp.args.StandardRestore(abstract_state)})
         )[STATE]
-        if data_iterator is None:
-            return state, False
-        try:
-            self.manager.restore(
-                step,
-                args=ocp.args.Composite(
-                    **{DATA: grain.checkpoint.CheckpointRestore(data_iterator)}
-                ),
-            )
-        except (ValueError, FileNotFoundError, KeyError) as e:
-            logging.warning("Data iterator state of step %d not restored: %s", step, e)
-            return state, False
-        return state, True
 
     def restore_variables(self, step: int) -> dict[str, Any]:
         """Restores only ``params`` and ``batch_stats`` of ``step`` (as host numpy arrays)."""
@@ -132,11 +305,18 @@ class Checkpointer:
         return {"params": restored["params"], "batch_stats": restored["batch_stats"]}
 
     def wait(self) -> None:
-        """Blocks until the pending asynchronous save is written."""
-        self.manager.wait_until_finished()
+        """Blocks until the pending asynchronous save is written.
+
+        Raises:
+          CheckpointSaveError: that save failed.
+        """
+        self._finish_pending()
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
+        """Waits for the pending save and releases the manager (after a failed save, only the
+        latter: the failure was raised already)."""
+        if not self._failed:
+            self._finish_pending()
         self.manager.close()
 
 

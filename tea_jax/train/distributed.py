@@ -16,6 +16,12 @@ _COORDINATOR = flags.DEFINE_string(
 )
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (hosts).")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Index of this process.")
+_HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
+    "heartbeat_timeout",
+    100,
+    "Seconds without a heartbeat after which a process counts as lost; the others then stop "
+    "with an error naming it instead of waiting in a collective.",
+)
 _CPU_COLLECTIVES = flags.DEFINE_string(
     "cpu_collectives", None, "CPU collectives for multi-process CPU runs, e.g. 'gloo'."
 )
@@ -33,12 +39,16 @@ def initialize() -> None:
     """Joins the other processes of a multi-host run (no-op for a single process)."""
     if _CPU_COLLECTIVES.value:
         jax.config.update("jax_cpu_collectives_implementation", _CPU_COLLECTIVES.value)
+    timeout = {"heartbeat_timeout_seconds": _HEARTBEAT_TIMEOUT.value}
     if _COORDINATOR.value:
         jax.distributed.initialize(
-            _COORDINATOR.value, num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value
+            _COORDINATOR.value,
+            num_processes=_NUM_PROCESSES.value,
+            process_id=_PROCESS_ID.value,
+            **timeout,
         )
     elif _cluster_detected():
-        jax.distributed.initialize()
+        jax.distributed.initialize(**timeout)
 
 
 def start(argv: list[str]) -> None:

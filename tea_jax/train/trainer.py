@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -23,6 +24,26 @@ from tea_jax.train.step import train_step
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+class WorkdirError(RuntimeError):
+    """The work directory cannot be created or written."""
+
+
+def check_workdir(workdir: str) -> None:
+    """Creates ``workdir`` and checks that a file can be written in it.
+
+    Raises:
+      WorkdirError: naming the directory and the system's reason.
+    """
+    probe = os.path.join(workdir, f".write_test_{jax.process_index()}")
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise WorkdirError(f"--workdir {workdir} is not writable: {e.strerror or e}") from e
 
 
 @dataclasses.dataclass
@@ -169,12 +190,44 @@ def _summarise(history: list[dict[str, jax.Array]]) -> dict[str, float]:
     }
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def _resume(
+    checkpointer: checkpointing.Checkpointer,
+    abstract_state: TrainState,
+    train_loader: Any,
+    default: TrainState,
+) -> tuple[TrainState, Any, checkpointing.Restored | None]:
+    """Restores the newest intact checkpoint, if any, and the training iterator's position.
+
+    Returns:
+      ``(state, training iterator, restored checkpoint or None)``; ``default`` is the state of a
+      run without checkpoints.
+    """
+    train_iter = iter(train_loader)
+    resumed = checkpointer.restore_latest(abstract_state, train_iter, train_loader.num_examples)
+    if resumed is None:
+        return default, train_iter, None
+    if resumed.data_restart is not None:
+        logging.warning(
+            "The data order starts again at step %d: %s.", resumed.step, resumed.data_restart
+        )
+        train_iter.close()
+        train_iter = iter(train_loader)
+    return resumed.state, train_iter, resumed
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    create_loader: Callable[..., data_lib.Loader] = data_lib.create_loader,
+) -> dict[str, Any]:
     """Trains ``config`` in ``workdir``, resuming from its latest checkpoint if there is one.
 
     Args:
       config: a config built from ``configs/default.py``.
       workdir: output directory (checkpoints, ``metrics.jsonl``, TensorBoard, config, model).
+      create_loader: makes the loader of a split; called as ``tea_jax.data.create_loader`` is,
+        and returns an object with its result's ``num_examples``, ``num_classes`` and iterator.
 
     Returns:
       The last validation metrics (``top1``, ``top5``, ...), or ``{}`` when the run stopped early
@@ -183,19 +236,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     Raises:
       NonFiniteLossError: the loss became NaN/inf (checkpoints up to the last good one remain).
     """
-    os.makedirs(workdir, exist_ok=True)
+    check_workdir(workdir)
     log_lib.save_config(config, workdir)
     mesh = sharding.create_mesh()
     host_batch = sharding.per_host_batch_size(config.batch_size)
     host_eval_batch = sharding.per_host_batch_size(config.eval_batch_size, what="eval_batch_size")
-    train_loader = data_lib.create_loader(
+    train_loader = create_loader(
         config.data,
         "train",
         batch_size=host_batch,
         num_segments=config.num_segments,
         seed=config.seed,
     )
-    val_loader = data_lib.create_loader(
+    val_loader = create_loader(
         config.data,
         "val",
         batch_size=host_eval_batch,
@@ -204,7 +257,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         protocol=config.eval_protocol,
         num_epochs=1,
     )
-    steps = Schedule.from_config(config, train_loader.num_examples)
+    num_train = train_loader.num_examples
+    steps = Schedule.from_config(config, num_train)
     model = model_lib.build_model(config, train_loader.num_classes)
     rng = jax.random.key(config.seed)
     init_rng, dropout_rng = jax.random.split(rng)
@@ -217,18 +271,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         keep=config.keep_checkpoints,
         keep_best=config.keep_best_checkpoints,
     )
-    train_iter = iter(train_loader)
-    start = checkpointer.latest_step()
-    if start is not None:
-        state, restored_data = checkpointer.restore(start, _abstract(state, mesh), train_iter)
-        if not restored_data:
-            logging.warning("Resuming step %d with a fresh data iterator.", start)
-        logging.info("Resumed from step %d.", start)
-    start = int(start or 0)
+    state, train_iter, resumed = _resume(
+        checkpointer, _abstract(state, mesh), train_loader, default=state
+    )
+    start = resumed.step if resumed else 0
     last_good = start or None
 
     writer = log_lib.MetricWriter(workdir)
     progress = log_lib.Progress(steps.total_steps, start, steps.steps_per_epoch)
+    if resumed:
+        data = "continues" if resumed.data_restart is None else "restarts"
+        progress.write(f"Resuming from step {start} ({resumed.path}); the data order {data}.")
     preemption = checkpointing.PreemptionWatcher()
     val_metrics: dict[str, Any] = {}
     history: list[dict[str, jax.Array]] = []
@@ -255,7 +308,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 history = []
                 window_start, window_step = time.perf_counter(), step
             if stopping:
-                checkpointer.save(step, state, train_iter)
+                checkpointer.save(step, state, train_iter, num_examples=num_train)
                 progress.write(f"SIGTERM: saved step {step}; exiting.")
                 return {}
             best_metric = None
@@ -278,7 +331,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 window_start = time.perf_counter()
             if step % steps.checkpoint_every == 0 or is_last or best_metric:
                 check_finite(history, step - len(history), last_good)
-                checkpointer.save(step, state, train_iter, best_metric)
+                checkpointer.save(step, state, train_iter, best_metric, num_examples=num_train)
                 last_good = step
         checkpointer.wait()
         export_model(config, workdir, train_loader.num_classes, checkpointer, state, mesh)
@@ -311,7 +364,7 @@ def export_model(
 
     best = checkpointer.best_step()
     if best is not None and best != int(state.step):
-        state, _ = checkpointer.restore(best, _abstract(state, mesh))
+        state = checkpointer.restore(best, _abstract(state, mesh))
     path = os.path.join(workdir, "model")
     if jax.process_index() == 0 and os.path.exists(path):
         shutil.rmtree(path)
