@@ -45,7 +45,8 @@ def get_config() -> ml_collections.ConfigDict:
 
     # Evaluation during training, and the default of eval.py.
     config.eval_protocol = "efficient"
-    config.score_average = "softmax"  # or 'logits': how the views of a video are combined.
+    # How the views of a video are combined: 'logits' (the released code) or 'softmax'.
+    config.score_average = "logits"
 
     config.label_smoothing = 0.0
     config.optim = ml_collections.ConfigDict(

@@ -48,7 +48,9 @@ def data_forms(tmp_path_factory):
 
 def _configs(root):
     base = default_config()
-    base.update(num_workers=0, image_size=24, short_side=32, num_classes=2)
+    base.update(
+        num_workers=0, image_size=24, short_side=32, num_classes=2, test_clip_sampling="fixed"
+    )
     forms = {
         "videos": {
             "source": "videos",

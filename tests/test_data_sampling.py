@@ -100,7 +100,7 @@ def test_eval_boxes():
     assert T.three_crop_boxes(341, 256, 256) == [
         (0, 0, 256, 256),
         (42, 0, 256, 256),
-        (85, 0, 256, 256),
+        (84, 0, 256, 256),  # the released GroupFullResSample: 0, 2 and 4 steps of 85 // 4
     ]
     assert T.three_crop_boxes(256, 300, 256) == [
         (0, 0, 256, 256),
@@ -178,6 +178,7 @@ def test_eval_centre_crop_and_resize(data_coded):
 def test_eval_three_crops_and_rescale(data_coded):
     cfg = data_coded.copy_and_resolve_references()
     cfg.short_side, cfg.test_clips, cfg.test_crops = 40, 2, 3
+    cfg.test_clip_sampling = "fixed"
     batch = next(iter(create_loader(cfg, "val", batch_size=3, num_segments=4, seed=0)))
     wide = batch["video"][0].astype(int)  # (6, 4, 40, 40, 3): 120x80 seen as 60x40
     assert wide.shape == (6, 4, 40, 40, 3)

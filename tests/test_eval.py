@@ -12,7 +12,8 @@ import pytest
 import test_train_fakes as fakes
 
 from tea_jax import data as data_lib
-from tea_jax.train import evaluation, metrics, sharding, step
+from tea_jax import inference
+from tea_jax.train import evaluation, metrics, sharding
 
 
 class PixelMeanClassifier(nn.Module):
@@ -36,7 +37,7 @@ def test_accuracy_protocol_averages_exactly_30_views(average):
     model, variables = _model_and_variables()
     rng = np.random.default_rng(0)
     video = rng.integers(0, 256, (3, 30, 2, 4, 4, 3), dtype=np.uint8)
-    scores = step.eval_step(variables, {"video": jnp.asarray(video)}, model=model, average=average)
+    scores = inference.score_views(variables, jnp.asarray(video), model=model, average=average)
     per_view = np.stack(
         [
             np.asarray(model.apply(variables, data_lib.normalize(jnp.asarray(video[:, v]))))
@@ -135,7 +136,7 @@ def test_evaluate_split_with_padding_matches_direct_scores(tmp_path):
     for i in range(7):
         video, label = fakes.fake_video(i, 2, 4)
         views = np.stack([np.roll(video, v, axis=2) for v in range(2)])[None]
-        direct = step.eval_step(variables, {"video": jnp.asarray(views)}, model=model)
+        direct = inference.score_views(variables, jnp.asarray(views), model=model)
         np.testing.assert_allclose(results["scores"][i], direct[0], rtol=1e-5, atol=1e-6)
         assert results["labels"][i] == label
 

@@ -33,6 +33,10 @@ def default_config() -> ml_collections.ConfigDict:
       test_clips, test_crops: evaluation views when `create_loader` gets no protocol (crops 1:
         centre crop of `image_size`; 3: three `three_crop_size` squares along the long side).
       three_crop_size: None: `short_side`.
+      test_clip_sampling: several test clips are 'random' TSN training clips (the released
+        code's and the paper's accuracy protocol; seeded by the run's seed and the video's index,
+        so reproducible and the same on every host) or 'fixed' offsets (c + 0.5) / K of each
+        segment. A single clip always takes the segment centres.
 
     Pipeline and bad input:
       num_workers: grain worker processes (0: decode in the main process).
@@ -65,6 +69,7 @@ def default_config() -> ml_collections.ConfigDict:
     cfg.test_clips = 1
     cfg.test_crops = 1
     cfg.three_crop_size = ml_collections.FieldReference(None, field_type=int)
+    cfg.test_clip_sampling = "random"
 
     cfg.num_workers = 4
     cfg.worker_buffer_size = 2

@@ -118,19 +118,37 @@ class TrainReader(_Reader):
 
 @dataclasses.dataclass(frozen=True)
 class EvalReader(_Reader):
-    """Deterministic views (clips x crops) of an example; index -1 is padding.
+    """The views (clips x crops) of an example; index -1 is padding.
 
-    A bad example is an error with 'raise'; with 'skip' it comes back masked out.
+    Several clips are random TSN clips when `random_clips` (drawn from `seed` and the example's
+    index, so every host and every run draw the same), fixed offsets otherwise; one clip takes
+    the segment centres. A bad example is an error with 'raise'; with 'skip' it comes back
+    masked out.
     """
 
     num_clips: int = 1
     num_crops: int = 1
     crop_size: int = 224
+    random_clips: bool = False
+    seed: int = 0
+
+    def load(self, index: int) -> tuple[np.ndarray, int]:
+        """The views of example `index`: uint8 (clips * crops, T, crop, crop, 3) and its label.
+
+        Raises:
+          DataError: the example cannot be read.
+        """
+        return self._guarded(index, self._load)
 
     def _load(self, index: int):
         clip = self._open(index)
+        random = self.random_clips and self.num_clips > 1
         indices = sampling.test_indices(
-            clip.num_frames, self.num_segments, self.num_clips, dense=self.dense
+            clip.num_frames,
+            self.num_segments,
+            self.num_clips,
+            dense=self.dense,
+            rng=np.random.default_rng([self.seed, index]) if random else None,
         )
         frames = clip.read(indices.reshape(-1))
         _, height, width, _ = frames.shape
@@ -164,7 +182,7 @@ class EvalReader(_Reader):
         }
         if index >= 0:
             try:
-                video, label = self._guarded(index, self._load)
+                video, label = self.load(index)
                 element.update(video=video, label=np.int32(label), mask=True)
             except DataError as e:
                 element.update(_bad=f"{e.path}\t{e.reason}", _ok=self.on_error != "raise")
@@ -364,7 +382,18 @@ def create_loader(
         if crops not in (1, 3):
             raise ValueError(f"test crops must be 1 or 3, got {crops}")
         crop_size = cfg.image_size if crops == 1 else cfg.three_crop_size or cfg.short_side
-        reader = EvalReader(**common, num_clips=clips, num_crops=crops, crop_size=crop_size)
+        if cfg.test_clip_sampling not in ("random", "fixed"):
+            raise ValueError(
+                f"data.test_clip_sampling must be 'random' or 'fixed', got '{cfg.test_clip_sampling}'"
+            )
+        reader = EvalReader(
+            **common,
+            num_clips=clips,
+            num_crops=crops,
+            crop_size=crop_size,
+            random_clips=cfg.test_clip_sampling == "random",
+            seed=seed,
+        )
         host_indices = list(range(shard_index, num_examples, shard_count))
         per_host = math.ceil(num_examples / shard_count)
         num_batches = math.ceil(per_host / batch_size)

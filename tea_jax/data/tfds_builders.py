@@ -19,10 +19,10 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from tea_jax.data import datasets, records
+from tea_jax.data import datasets
 from tea_jax.data.errors import DataError
 from tea_jax.data.listfiles import Entry
-from tea_jax.data.sources import FrameFolder
+from tea_jax.data.sources import jpeg_frames
 
 SPLIT_FALLBACK = {"val": ("val", "test"), "test": ("test", "val"), "train": ("train",)}
 
@@ -40,22 +40,11 @@ def _encode_example(row, root: str, template: str | None, short_side: int | None
 
     `template` names the frames of frame folders; None: the rows are video files.
     """
-    from tea_jax.data.prepare import decode_video, resize_short_side
-
     path, label = row
     full = os.path.join(root, path)
     try:
-        if template:
-            folder = FrameFolder(Entry(full, label, datasets.count_frames(full)), template)
-            if short_side is None:
-                frames = [folder.encoded(i) for i in range(folder.num_frames)]
-            else:
-                images = folder.read(range(folder.num_frames))
-                frames = [
-                    records.encode_jpeg(resize_short_side(f, short_side), quality) for f in images
-                ]
-        else:
-            frames = [records.encode_jpeg(f, quality) for f in decode_video(full, short_side)]
+        num_frames = datasets.count_frames(full) if template else None
+        frames = jpeg_frames(Entry(full, label, num_frames), template, short_side, quality)
     except (DataError, OSError) as e:
         return path, None, str(e)
     return path, {"frames": frames, "label": label, "id": path}, None

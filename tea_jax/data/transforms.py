@@ -21,6 +21,25 @@ def scaled_size(width: int, height: int, short_side: int | None) -> tuple[int, i
     return int(short_side * width / height), short_side
 
 
+def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resizes (H, W, C) to `size` = (width, height) without aliasing.
+
+    Shrinking averages the source pixels under each output pixel (`cv2.INTER_AREA`), which
+    smooths like the released code's PIL bilinear resize of whole frames; enlarging is bilinear.
+    """
+    height, width = image.shape[:2]
+    if size == (width, height):
+        return image
+    shrink = size[0] <= width and size[1] <= height
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def resize_short_side(frame: np.ndarray, short_side: int | None) -> np.ndarray:
+    """Resizes (H, W, 3) so that min(H, W) == short_side (None: unchanged)."""
+    height, width = frame.shape[:2]
+    return resize(frame, scaled_size(width, height, short_side))
+
+
 def multiscale_crop_box(
     rng: np.random.Generator,
     width: int,
@@ -75,12 +94,16 @@ def center_crop_box(width: int, height: int, size: int) -> Box:
 
 
 def three_crop_boxes(width: int, height: int, size: int) -> list[Box]:
-    """Three `size` squares along the long side: left/centre/right or top/centre/bottom."""
+    """Three `size` squares along the long side, at 0, 2 and 4 steps of `(long - size) // 4`.
+
+    Landscape frames: left/centre/right, vertically centred, as the released `GroupFullResSample`.
+    Portrait frames: top/centre/bottom (the released code takes three identical centre crops).
+    """
     if width >= height:
-        y = (height - size) // 2
-        return [(x, y, size, size) for x in (0, (width - size) // 2, width - size)]
-    x = (width - size) // 2
-    return [(x, y, size, size) for y in (0, (height - size) // 2, height - size)]
+        step, y = (width - size) // 4, (height - size) // 2
+        return [(2 * k * step, y, size, size) for k in range(3)]
+    step, x = (height - size) // 4, (width - size) // 2
+    return [(x, 2 * k * step, size, size) for k in range(3)]
 
 
 def crop_resize(
@@ -110,5 +133,4 @@ def crop_resize(
     crop = frames[:, y0:y1, x0:x1]
     if crop.shape[1:3] == (output_size, output_size):
         return np.ascontiguousarray(crop)
-    size = (output_size, output_size)
-    return np.stack([cv2.resize(f, size, interpolation=cv2.INTER_LINEAR) for f in crop])
+    return np.stack([resize(f, (output_size, output_size)) for f in crop])
