@@ -139,8 +139,10 @@ def test_motion_excitation_bfloat16_keeps_small_motion():
     """
     t, shape = 8, (2, 1, 14, 14, 64)
     still = jax.random.normal(jax.random.key(0), shape)
-    drift = 0.01 * jnp.arange(t)[None, :, None, None, None] * jax.random.normal(
-        jax.random.key(1), shape
+    drift = (
+        0.01
+        * jnp.arange(t)[None, :, None, None, None]
+        * jax.random.normal(jax.random.key(1), shape)
     )
     x = (still + drift).reshape(2 * t, *shape[2:]).astype(jnp.bfloat16)
 
