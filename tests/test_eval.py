@@ -53,6 +53,20 @@ def test_accuracy_protocol_averages_exactly_30_views(average):
     assert not np.allclose(scores, without_last, atol=1e-6)
 
 
+def test_views_are_combined_by_averaging_raw_logits_by_default():
+    """The released test_models.py averages raw logits; it never passes --softmax."""
+    import configs.default
+
+    assert configs.default.get_config().score_average == "logits"
+    model, variables = _model_and_variables()
+    video = np.random.default_rng(0).integers(0, 256, (2, 3, 2, 4, 4, 3), dtype=np.uint8)
+    logits = [
+        model.apply(variables, data_lib.normalize(jnp.asarray(video[:, v]))) for v in range(3)
+    ]
+    scores = inference.score_views(variables, jnp.asarray(video), model=model)
+    np.testing.assert_allclose(scores, np.mean(logits, axis=0), rtol=1e-5, atol=1e-6)
+
+
 def _host_batches(num_examples, num_hosts, batch_size, num_classes, rng):
     """Per-host padded batches of a strided split, as the data contract describes."""
     per_host = -(-num_examples // num_hosts)
