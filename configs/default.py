@@ -17,7 +17,15 @@ def get_config() -> ml_collections.ConfigDict:
     # Model: `tea_jax.create_model(model, num_classes=<from data>, num_segments, **model_options)`.
     config.model = "tea50"
     config.num_segments = 8
-    config.model_options = ml_collections.ConfigDict({"dropout_rate": 0.5, "partial_bn": False})
+    # `stage_sizes` and `width_multiplier` (None: the model's) give reduced networks.
+    config.model_options = ml_collections.ConfigDict(
+        {
+            "dropout_rate": 0.5,
+            "partial_bn": False,
+            "stage_sizes": ml_collections.FieldReference(None, field_type=tuple),
+            "width_multiplier": ml_collections.FieldReference(None, field_type=float),
+        }
+    )
     # Compute dtype: 'auto' is bfloat16 on GPU/TPU and float32 on CPU; parameters stay float32.
     config.compute_dtype = "auto"
     # Rematerialisation to fit larger batches: '' (none), 'dots' (keep convolution outputs,

@@ -210,6 +210,10 @@ def run_evaluation(
             protocol=None if protocol == "config" else protocol,
             num_epochs=1,
         )
+        if class_names is not None and len(class_names) != loader.num_classes:
+            raise ValueError(
+                f"{len(class_names)} class names for a dataset of {loader.num_classes} classes"
+            )
         if model is None:
             model, variables, source = load_variables(
                 config, workdir, checkpoint, loader.num_classes
