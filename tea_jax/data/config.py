@@ -2,6 +2,15 @@
 
 import ml_collections
 
+# The splits a split is read from, in order: UCF101 and HMDB51 have no val split, others no
+# labelled test split.
+SPLIT_FALLBACK = {"val": ("val", "test"), "test": ("test", "val")}
+
+
+def split_candidates(split: str) -> tuple[str, ...]:
+    """The splits that can stand for `split`, preferred first."""
+    return SPLIT_FALLBACK.get(split, (split,))
+
 
 def default_config() -> ml_collections.ConfigDict:
     """Every data option with its default (the paper's Kinetics/ImageNet-style setting).
@@ -12,7 +21,8 @@ def default_config() -> ml_collections.ConfigDict:
         relative paths in list files ('videos' without list files: one sub-folder per class);
         'arrayrecord': the folder written by `tea_jax.data.prepare`.
       train_list, val_list, test_list: list files (relative to `root` or absolute) for 'frames'
-        (`path num_frames label`) and 'videos' (`path label`); a missing test list uses val.
+        (`path num_frames label`) and 'videos' (`path label`); a missing test list uses val and
+        a missing val list test (`split_candidates`, for every source).
       template: frame file names, 1-based: Something-Something V1 '{:05d}.jpg', V2
         '{:06d}.jpg', Kinetics/UCF101/HMDB51 'img_{:05d}.jpg' (or 'image_{:05d}.jpg').
       tfds_name: e.g. 'ucf101/split1', 'hmdb51/split2', 'kinetics400', 'something_something_v2'.

@@ -15,6 +15,7 @@ from absl import flags
 
 from tea_jax.data import records, sampling
 from tea_jax.data import transforms as T
+from tea_jax.data.config import split_candidates
 from tea_jax.data.errors import DataError
 from tea_jax.data.listfiles import class_folder_videos, read_list
 from tea_jax.data.sources import (
@@ -242,10 +243,11 @@ class Loader:
         return iter(self.dataset)
 
 
-def _list_path(cfg: ml_collections.ConfigDict, split: str) -> str:
-    path = cfg.get(f"{split}_list") or (cfg.val_list if split == "test" else "")
+def _list_path(cfg: ml_collections.ConfigDict, split: str) -> str | None:
+    """The list file of `split` (or of the split standing for it); None when none is set."""
+    path = next((cfg.get(f"{s}_list") for s in split_candidates(split) if cfg.get(f"{s}_list")), "")
     if not path:
-        raise ValueError(f"data.{split}_list is not set for source '{cfg.source}'")
+        return None
     return path if os.path.isabs(path) else os.path.join(cfg.root, path)
 
 
@@ -266,23 +268,23 @@ def build_source(
         entries = read_list(list_path, with_num_frames=False, root=root, **lists)
         return VideoFileSource(entries), len(synthetic.CLASSES)
     if cfg.source == "frames":
-        entries = read_list(_list_path(cfg, split), with_num_frames=True, root=cfg.root, **lists)
+        list_path = _list_path(cfg, split)
+        if list_path is None:
+            raise ValueError(f"data.{split}_list is not set for source '{cfg.source}'")
+        entries = read_list(list_path, with_num_frames=True, root=cfg.root, **lists)
         return FrameFolderSource(entries, cfg.template), cfg.num_classes
     if cfg.source == "videos":
-        if cfg.get(f"{split}_list") or (split == "test" and cfg.val_list):
-            entries = read_list(
-                _list_path(cfg, split), with_num_frames=False, root=cfg.root, **lists
-            )
+        list_path = _list_path(cfg, split)
+        if list_path is not None:
+            entries = read_list(list_path, with_num_frames=False, root=cfg.root, **lists)
             return VideoFileSource(entries), cfg.num_classes
-        folder = os.path.join(cfg.root, split)
-        if split == "test" and not os.path.isdir(folder):
-            folder = os.path.join(cfg.root, "val")
+        folders = [os.path.join(cfg.root, s) for s in split_candidates(split)]
+        folder = next((f for f in folders if os.path.isdir(f)), folders[0])
         entries, classes = class_folder_videos(folder)
         return VideoFileSource(entries), len(classes)
     if cfg.source == "arrayrecord":
-        paths = records.shard_paths(cfg.root, split) or (
-            split == "test" and records.shard_paths(cfg.root, "val")
-        )
+        candidates = (records.shard_paths(cfg.root, s) for s in split_candidates(split))
+        paths = next((p for p in candidates if p), [])
         if not paths:
             raise DataError(cfg.root, f"no ArrayRecord shards for split '{split}'")
         return ArrayRecordSource(paths), records.read_meta(cfg.root).get("num_classes")

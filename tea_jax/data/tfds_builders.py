@@ -20,11 +20,10 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from tea_jax.data import datasets
+from tea_jax.data.config import split_candidates
 from tea_jax.data.errors import DataError
 from tea_jax.data.listfiles import Entry
 from tea_jax.data.sources import jpeg_frames
-
-SPLIT_FALLBACK = {"val": ("val", "test"), "test": ("test", "val"), "train": ("train",)}
 
 
 class VideoConfig(tfds.core.BuilderConfig):
@@ -164,7 +163,7 @@ def resolve(name: str, split: str, data_dir: str | None) -> tuple[str, str, int]
     if not name:
         raise ValueError("set data.tfds_name, e.g. 'ucf101_jpeg/split1'")
     info = tfds.builder(name, data_dir=data_dir).info
-    for candidate in SPLIT_FALLBACK.get(split, (split,)):
+    for candidate in split_candidates(split):
         if candidate in info.splits:
             return name, candidate, info.features["label"].num_classes
     raise ValueError(f"{name} has splits {list(info.splits)}, none for '{split}'")
