@@ -1,5 +1,7 @@
 """Data options."""
 
+import dataclasses
+
 import ml_collections
 
 # The splits a split is read from, in order: UCF101 and HMDB51 have no val split, others no
@@ -10,6 +12,42 @@ SPLIT_FALLBACK = {"val": ("val", "test"), "test": ("test", "val")}
 def split_candidates(split: str) -> tuple[str, ...]:
     """The splits that can stand for `split`, preferred first."""
     return SPLIT_FALLBACK.get(split, (split,))
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticOptions:
+    """Options of the generator; the defaults give a task the reduced TEA learns in minutes.
+
+    Attributes:
+      seed: every video is a deterministic function of (seed, split, index).
+      num_train: training videos (a multiple of 8 keeps the classes balanced).
+      num_val: validation videos.
+      size: frame height and width in pixels (even).
+      min_frames: shortest video.
+      max_frames: longest video.
+      texture_amplitude: amplitude of the static low-frequency background texture, in [0, 1].
+      speed: (min, max) translation in pixels per frame.
+      orbit: (min, max) angle, in radians, that a circling shape travels over the whole video.
+        Per video rather than per frame: TSN samples the same number of frames from every
+        video, so the step between sampled frames (~0.75 rad, ~10 px for 8 frames) does not
+        depend on the video's length.
+      growth: (min, max) relative size increase per frame.
+    """
+
+    seed: int = 0
+    num_train: int = 1600
+    num_val: int = 400
+    size: int = 64
+    min_frames: int = 16
+    max_frames: int = 24
+    texture_amplitude: float = 0.04
+    speed: tuple[float, float] = (2.0, 3.0)
+    orbit: tuple[float, float] = (5.6, 6.2)
+    growth: tuple[float, float] = (0.05, 0.07)
+
+
+# The generator options that `default_config().synthetic` exposes, with the dataclass's defaults.
+SYNTHETIC_CONFIG_KEYS = ("seed", "num_train", "num_val", "size", "texture_amplitude")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -29,7 +67,7 @@ def default_config() -> ml_collections.ConfigDict:
       tfds_data_dir: TFDS data_dir (None: TFDS's default).
       num_classes: None: taken from the dataset (synthetic, class folders, ArrayRecord meta,
         TFDS info); required for list files.
-      synthetic: options of `tea_jax.data.synthetic.SyntheticOptions` (seed, num_train, ...).
+      synthetic: options of `SyntheticOptions` (seed, num_train, ...).
 
     Sampling and augmentation:
       dense_sampling: one 64-frame window with stride 64 // T instead of TSN segments.
@@ -65,8 +103,9 @@ def default_config() -> ml_collections.ConfigDict:
     cfg.tfds_name = ""
     cfg.tfds_data_dir = ml_collections.FieldReference(None, field_type=str)
     cfg.num_classes = ml_collections.FieldReference(None, field_type=int)
+    defaults = SyntheticOptions()
     cfg.synthetic = ml_collections.ConfigDict(
-        {"seed": 0, "num_train": 1600, "num_val": 400, "size": 64, "texture_amplitude": 0.04}
+        {key: getattr(defaults, key) for key in SYNTHETIC_CONFIG_KEYS}
     )
 
     cfg.dense_sampling = False
