@@ -17,7 +17,15 @@ def get_config() -> ml_collections.ConfigDict:
     # Model: `tea_jax.create_model(model, num_classes=<from data>, num_segments, **model_options)`.
     config.model = "tea50"
     config.num_segments = 8
-    config.model_options = ml_collections.ConfigDict({"dropout_rate": 0.5, "partial_bn": False})
+    # `stage_sizes` and `width_multiplier` (None: the model's) give reduced networks.
+    config.model_options = ml_collections.ConfigDict(
+        {
+            "dropout_rate": 0.5,
+            "partial_bn": False,
+            "stage_sizes": ml_collections.FieldReference(None, field_type=tuple),
+            "width_multiplier": ml_collections.FieldReference(None, field_type=float),
+        }
+    )
     # Compute dtype: 'auto' is bfloat16 on GPU/TPU and float32 on CPU; parameters stay float32.
     config.compute_dtype = "auto"
     # Rematerialisation to fit larger batches: '' (none), 'dots' (keep convolution outputs,
@@ -45,7 +53,8 @@ def get_config() -> ml_collections.ConfigDict:
 
     # Evaluation during training, and the default of eval.py.
     config.eval_protocol = "efficient"
-    config.score_average = "softmax"  # or 'logits': how the views of a video are combined.
+    # How the views of a video are combined: 'logits' (the released code) or 'softmax'.
+    config.score_average = "logits"
 
     config.label_smoothing = 0.0
     config.optim = ml_collections.ConfigDict(

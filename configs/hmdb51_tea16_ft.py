@@ -5,8 +5,6 @@ from configs import ucf101_tea16_ft
 
 def get_config():
     config = ucf101_tea16_ft.get_config()
-    config.data.root = "data/hmdb51"
-    config.data.train_list = "trainlist01.txt"
-    config.data.val_list = "testlist01.txt"
+    config.data.root = "data/hmdb51/frames"
     config.data.num_classes = 51
     return config

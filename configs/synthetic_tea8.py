@@ -8,8 +8,6 @@ it trains from scratch with AdamW and a cosine schedule. The config argument pic
 of the registry on the same skeleton and budget, e.g. ``configs/synthetic_tea8.py:tsm_resnet50``.
 """
 
-import ml_collections
-
 from configs import default as default_lib
 from tea_jax import data
 
@@ -18,14 +16,7 @@ def get_config(model="tea50"):
     config = default_lib.get_config()
     config.model = model
     config.num_segments = 8
-    config.model_options = ml_collections.ConfigDict(
-        {
-            "dropout_rate": 0.0,
-            "partial_bn": False,
-            "stage_sizes": (1, 1, 1, 1),
-            "width_multiplier": 0.25,
-        }
-    )
+    config.model_options.update(dropout_rate=0.0, stage_sizes=(1, 1, 1, 1), width_multiplier=0.25)
     config.data = data.synthetic_config()
     config.data.num_workers = 1
 
@@ -33,7 +24,6 @@ def get_config(model="tea50"):
     config.eval_batch_size = 16
     config.num_epochs = 5
     config.log_every_steps = 10
-    config.eval_every_steps = 0
     config.checkpoint_every_steps = 100
 
     config.optim.name = "adamw"
@@ -44,7 +34,6 @@ def get_config(model="tea50"):
     config.optim.warmup_epochs = 0.2
     config.optim.clip_norm = 0.0
     config.optim.bias_lr_mult = 1.0
-    config.optim.bn_decay_mult = 0.0
     config.optim.classifier_lr_mult = 1.0
     config.optim.classifier_bias_lr_mult = 1.0
     return config

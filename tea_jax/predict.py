@@ -4,15 +4,15 @@
   python -m tea_jax.predict --checkpoint CKPT --labels kinetics_classes.txt --clips 10 a.mp4 b.mp4
 
 ``--checkpoint`` is a model checkpoint (``WORKDIR/model`` exported by ``train.py`` or the output
-of ``python -m tea_jax.convert``). Each video gives ``--clips`` TSN clips (the centre frame of
-each of the model's T segments), resized to ``--short-side`` and centre-cropped to
-``--image-size``; their softmax scores are averaged. Sizes and class names default to the ones
-``train.py`` stored beside the exported model (``preprocess.json``, ``classes.txt``).
+of ``python -m tea_jax.convert``). Each video is read exactly as evaluation reads it
+(``tea_jax.data.pipeline.EvalReader``): one TSN clip of segment centres, or ``--clips`` random
+TSN clips (seeded), resized to ``--short-side`` and centre-cropped to ``--image-size``; the views'
+logits are averaged, as in the released code, and shown as softmax probabilities. Sizes and class
+names default to the ones ``train.py`` stored beside the exported model (``preprocess.json``,
+``classes.txt``).
 """
 
 import argparse
-import json
-import os
 import sys
 from collections.abc import Sequence
 
@@ -20,45 +20,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-PREPROCESS_FILE = "preprocess.json"
-CLASSES_FILE = "classes.txt"
-
-
-def load_clips(
-    path: str, *, num_segments: int, num_clips: int, image_size: int, short_side: int | None
-) -> np.ndarray:
-    """Decodes the evaluation clips of a video file.
-
-    Returns:
-      uint8 (num_clips, num_segments, image_size, image_size, 3).
-
-    Raises:
-      tea_jax.data.DataError: the file cannot be read.
-    """
-    from tea_jax.data import sampling, transforms
-    from tea_jax.data.video import VideoFile
-
-    with VideoFile(path) as video:
-        indices = sampling.test_indices(video.num_frames, num_segments, num_clips)
-        frames = video.read(np.unique(indices))
-    position = {f: i for i, f in enumerate(np.unique(indices))}
-    _, height, width, _ = frames.shape
-    box = transforms.center_crop_box(*transforms.scaled_size(width, height, short_side), image_size)
-    clips = [frames[[position[f] for f in clip]] for clip in indices]
-    return np.stack([transforms.crop_resize(c, box, short_side, image_size) for c in clips])
-
-
-def _defaults(checkpoint: str) -> tuple[dict, list[str] | None]:
-    preprocess, names = {}, None
-    path = os.path.join(checkpoint, PREPROCESS_FILE)
-    if os.path.exists(path):
-        with open(path) as f:
-            preprocess = json.load(f)
-    path = os.path.join(checkpoint, CLASSES_FILE)
-    if os.path.exists(path):
-        with open(path) as f:
-            names = [line.strip() for line in f if line.strip()]
-    return preprocess, names
+from tea_jax import inference
+from tea_jax.checkpoint import load_model
+from tea_jax.data.errors import DataError
+from tea_jax.data.listfiles import Entry, read_class_names
+from tea_jax.data.pipeline import EvalReader
+from tea_jax.data.sources import VideoFileSource
 
 
 class Predictor:
@@ -70,6 +37,7 @@ class Predictor:
       image_size: crop side (default: as trained, else 224).
       short_side: short side before cropping (default: as trained, else image_size * 256 / 224).
       num_clips: clips averaged per video.
+      seed: draws the clips when ``num_clips`` > 1.
     """
 
     def __init__(
@@ -80,15 +48,12 @@ class Predictor:
         image_size: int | None = None,
         short_side: int | None = None,
         num_clips: int = 1,
+        seed: int = 0,
     ):
-        from tea_jax.checkpoint import load_model
-        from tea_jax.train.step import eval_step
-
         self.model, self.variables = load_model(checkpoint)
-        preprocess, self.names = _defaults(checkpoint)
+        preprocess, self.names = inference.read_preprocessing(checkpoint)
         if labels:
-            with open(labels) as f:
-                self.names = [line.strip() for line in f if line.strip()]
+            self.names = read_class_names(labels)
         if self.names is not None and len(self.names) != self.model.num_classes:
             raise ValueError(
                 f"{labels or checkpoint}: {len(self.names)} class names for a model of "
@@ -98,20 +63,35 @@ class Predictor:
         self.short_side = (
             short_side or preprocess.get("short_side") or round(self.image_size * 256 / 224)
         )
-        self.num_clips = num_clips
+        self.num_clips, self.seed = num_clips, seed
         model = self.model
-        self._scores = jax.jit(lambda v, x: eval_step(v, {"video": x}, model=model))
+        self._logits = jax.jit(lambda v, x: inference.score_views(v, x, model=model))
+
+    def views(self, path: str) -> np.ndarray:
+        """The evaluation views of a video file: uint8 (clips, T, image_size, image_size, 3).
+
+        Raises:
+          DataError: the file cannot be read.
+        """
+        reader = EvalReader(
+            source=VideoFileSource([Entry(path, 0)]),
+            num_classes=self.model.num_classes,
+            num_segments=self.model.num_segments,
+            image_size=self.image_size,
+            short_side=self.short_side,
+            dense=False,
+            on_error="raise",
+            num_clips=self.num_clips,
+            crop_size=self.image_size,
+            random_clips=True,
+            seed=self.seed,
+        )
+        return reader.load(0)[0]
 
     def __call__(self, path: str, top_k: int = 5) -> list[tuple[str, float]]:
         """Top-k ``(class, probability)`` of the video file ``path``."""
-        clips = load_clips(
-            path,
-            num_segments=self.model.num_segments,
-            num_clips=self.num_clips,
-            image_size=self.image_size,
-            short_side=self.short_side,
-        )
-        scores = np.asarray(self._scores(self.variables, jnp.asarray(clips[None])))[0]
+        logits = self._logits(self.variables, jnp.asarray(self.views(path)[None]))
+        scores = np.asarray(jax.nn.softmax(logits[0]))
         top = np.argsort(-scores)[:top_k]
         return [(self.names[c] if self.names else str(c), float(scores[c])) for c in top]
 
@@ -123,10 +103,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--image-size", type=int, help="crop side (default: as trained, or 224)")
     parser.add_argument("--short-side", type=int, help="resize short side (default: as trained)")
     parser.add_argument("--clips", type=int, default=1, help="clips averaged per video")
+    parser.add_argument("--seed", type=int, default=0, help="draws the clips when --clips > 1")
     parser.add_argument("videos", nargs="+", help="video files")
     args = parser.parse_args(argv)
-    from tea_jax.data import DataError
-
     try:
         predictor = Predictor(
             args.checkpoint,
@@ -134,8 +113,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             image_size=args.image_size,
             short_side=args.short_side,
             num_clips=args.clips,
+            seed=args.seed,
         )
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, DataError) as e:
         sys.exit(f"error: {e}")
     failed = 0
     for path in args.videos:

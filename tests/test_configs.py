@@ -55,7 +55,7 @@ def test_paper_recipe(name):
     if name.endswith("_ft"):
         assert config.optim.lr == 0.001 and tuple(config.optim.lr_steps) == (10, 20)
         assert config.num_epochs == 25 and config.model_options.dropout_rate == 0.8
-        assert config.model_options.partial_bn
+        assert config.model_options.partial_bn and config.optim.weight_decay == 5e-4
     else:
         assert config.num_epochs == 50 and tuple(config.optim.lr_steps) == (30, 40, 45)
         assert config.model_options.dropout_rate == 0.5 and not config.model_options.partial_bn

@@ -48,7 +48,9 @@ def data_forms(tmp_path_factory):
 
 def _configs(root):
     base = default_config()
-    base.update(num_workers=0, image_size=24, short_side=32, num_classes=2)
+    base.update(
+        num_workers=0, image_size=24, short_side=32, num_classes=2, test_clip_sampling="fixed"
+    )
     forms = {
         "videos": {
             "source": "videos",
@@ -213,10 +215,12 @@ def test_kinetics_and_something_something_annotations(tmp_path):
 
     ss1 = tmp_path / "ss1"
     os.makedirs(ss1)
-    (ss1 / "something-something-v1-labels.csv").write_text("Holding something\nPushing something\n")
+    # The released gen_label_sthv1.py numbers V1 classes in alphabetical order, not the CSV's.
+    (ss1 / "something-something-v1-labels.csv").write_text("Pushing something\nHolding something\n")
     (ss1 / "something-something-v1-train.csv").write_text("12;Pushing something\n")
     (ss1 / "something-something-v1-validation.csv").write_text("7;Holding something\n")
     v1 = datasets.load("something_something_v1", str(ss1))
+    assert v1.classes == ["Holding something", "Pushing something"]
     assert v1.splits == {"train": [("12", 1)], "val": [("7", 0)]} and v1.template == "{:05d}.jpg"
 
     ss2 = tmp_path / "ss2"

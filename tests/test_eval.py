@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from tea_jax import data as data_lib
-from tea_jax.train import evaluation, metrics, sharding, step
+from tea_jax import inference
+from tea_jax.train import evaluation, metrics, sharding
 
 
 class PixelMeanClassifier(nn.Module):
@@ -36,7 +37,7 @@ def test_accuracy_protocol_averages_exactly_30_views(average):
     model, variables = _model_and_variables()
     rng = np.random.default_rng(0)
     video = rng.integers(0, 256, (3, 30, 2, 4, 4, 3), dtype=np.uint8)
-    scores = step.eval_step(variables, {"video": jnp.asarray(video)}, model=model, average=average)
+    scores = inference.score_views(variables, jnp.asarray(video), model=model, average=average)
     per_view = np.stack(
         [
             np.asarray(model.apply(variables, data_lib.normalize(jnp.asarray(video[:, v]))))
@@ -50,6 +51,20 @@ def test_accuracy_protocol_averages_exactly_30_views(average):
     # Every one of the 30 views contributes 1/30 of the average.
     without_last = per_view[:, :29].mean(axis=1)
     assert not np.allclose(scores, without_last, atol=1e-6)
+
+
+def test_views_are_combined_by_averaging_raw_logits_by_default():
+    """The released test_models.py averages raw logits; it never passes --softmax."""
+    import configs.default
+
+    assert configs.default.get_config().score_average == "logits"
+    model, variables = _model_and_variables()
+    video = np.random.default_rng(0).integers(0, 256, (2, 3, 2, 4, 4, 3), dtype=np.uint8)
+    logits = [
+        model.apply(variables, data_lib.normalize(jnp.asarray(video[:, v]))) for v in range(3)
+    ]
+    scores = inference.score_views(variables, jnp.asarray(video), model=model)
+    np.testing.assert_allclose(scores, np.mean(logits, axis=0), rtol=1e-5, atol=1e-6)
 
 
 def _host_batches(num_examples, num_hosts, batch_size, num_classes, rng):
@@ -135,7 +150,7 @@ def test_evaluate_split_with_padding_matches_direct_scores(tmp_path):
     for i in range(7):
         video, label = fakes.fake_video(i, 2, 4)
         views = np.stack([np.roll(video, v, axis=2) for v in range(2)])[None]
-        direct = step.eval_step(variables, {"video": jnp.asarray(views)}, model=model)
+        direct = inference.score_views(variables, jnp.asarray(views), model=model)
         np.testing.assert_allclose(results["scores"][i], direct[0], rtol=1e-5, atol=1e-6)
         assert results["labels"][i] == label
 

@@ -1,6 +1,53 @@
 """Data options."""
 
+import dataclasses
+
 import ml_collections
+
+# The splits a split is read from, in order: UCF101 and HMDB51 have no val split, others no
+# labelled test split.
+SPLIT_FALLBACK = {"val": ("val", "test"), "test": ("test", "val")}
+
+
+def split_candidates(split: str) -> tuple[str, ...]:
+    """The splits that can stand for `split`, preferred first."""
+    return SPLIT_FALLBACK.get(split, (split,))
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticOptions:
+    """Options of the generator; the defaults give a task the reduced TEA learns in minutes.
+
+    Attributes:
+      seed: every video is a deterministic function of (seed, split, index).
+      num_train: training videos (a multiple of 8 keeps the classes balanced).
+      num_val: validation videos.
+      size: frame height and width in pixels (even).
+      min_frames: shortest video.
+      max_frames: longest video.
+      texture_amplitude: amplitude of the static low-frequency background texture, in [0, 1].
+      speed: (min, max) translation in pixels per frame.
+      orbit: (min, max) angle, in radians, that a circling shape travels over the whole video.
+        Per video rather than per frame: TSN samples the same number of frames from every
+        video, so the step between sampled frames (~0.75 rad, ~10 px for 8 frames) does not
+        depend on the video's length.
+      growth: (min, max) relative size increase per frame.
+    """
+
+    seed: int = 0
+    num_train: int = 1600
+    num_val: int = 400
+    size: int = 64
+    min_frames: int = 16
+    max_frames: int = 24
+    texture_amplitude: float = 0.04
+    speed: tuple[float, float] = (2.0, 3.0)
+    orbit: tuple[float, float] = (5.6, 6.2)
+    growth: tuple[float, float] = (0.05, 0.07)
+
+
+# The generator options that `default_config().synthetic` exposes, with the dataclass's defaults.
+SYNTHETIC_CONFIG_KEYS = ("seed", "num_train", "num_val", "size", "texture_amplitude")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -12,14 +59,15 @@ def default_config() -> ml_collections.ConfigDict:
         relative paths in list files ('videos' without list files: one sub-folder per class);
         'arrayrecord': the folder written by `tea_jax.data.prepare`.
       train_list, val_list, test_list: list files (relative to `root` or absolute) for 'frames'
-        (`path num_frames label`) and 'videos' (`path label`); a missing test list uses val.
+        (`path num_frames label`) and 'videos' (`path label`); a missing test list uses val and
+        a missing val list test (`split_candidates`, for every source).
       template: frame file names, 1-based: Something-Something V1 '{:05d}.jpg', V2
         '{:06d}.jpg', Kinetics/UCF101/HMDB51 'img_{:05d}.jpg' (or 'image_{:05d}.jpg').
       tfds_name: e.g. 'ucf101/split1', 'hmdb51/split2', 'kinetics400', 'something_something_v2'.
       tfds_data_dir: TFDS data_dir (None: TFDS's default).
       num_classes: None: taken from the dataset (synthetic, class folders, ArrayRecord meta,
         TFDS info); required for list files.
-      synthetic: options of `tea_jax.data.synthetic.SyntheticOptions` (seed, num_train, ...).
+      synthetic: options of `SyntheticOptions` (seed, num_train, ...).
 
     Sampling and augmentation:
       dense_sampling: one 64-frame window with stride 64 // T instead of TSN segments.
@@ -33,6 +81,10 @@ def default_config() -> ml_collections.ConfigDict:
       test_clips, test_crops: evaluation views when `create_loader` gets no protocol (crops 1:
         centre crop of `image_size`; 3: three `three_crop_size` squares along the long side).
       three_crop_size: None: `short_side`.
+      test_clip_sampling: several test clips are 'random' TSN training clips (the released
+        code's and the paper's accuracy protocol; seeded by the run's seed and the video's index,
+        so reproducible and the same on every host) or 'fixed' offsets (c + 0.5) / K of each
+        segment. A single clip always takes the segment centres.
 
     Pipeline and bad input:
       num_workers: grain worker processes (0: decode in the main process).
@@ -51,8 +103,9 @@ def default_config() -> ml_collections.ConfigDict:
     cfg.tfds_name = ""
     cfg.tfds_data_dir = ml_collections.FieldReference(None, field_type=str)
     cfg.num_classes = ml_collections.FieldReference(None, field_type=int)
+    defaults = SyntheticOptions()
     cfg.synthetic = ml_collections.ConfigDict(
-        {"seed": 0, "num_train": 1600, "num_val": 400, "size": 64, "texture_amplitude": 0.04}
+        {key: getattr(defaults, key) for key in SYNTHETIC_CONFIG_KEYS}
     )
 
     cfg.dense_sampling = False
@@ -65,6 +118,7 @@ def default_config() -> ml_collections.ConfigDict:
     cfg.test_clips = 1
     cfg.test_crops = 1
     cfg.three_crop_size = ml_collections.FieldReference(None, field_type=int)
+    cfg.test_clip_sampling = "random"
 
     cfg.num_workers = 4
     cfg.worker_buffer_size = 2

@@ -57,8 +57,10 @@ def _lines(path: str) -> list[str]:
 
 
 def ucf101(manual_dir: str, fold: int = 1) -> Annotations:
+    """Classes in `classInd.txt` order (its 1-based indices minus one)."""
     lists = os.path.join(manual_dir, "ucfTrainTestlist")
-    classes = [line.split()[1] for line in _lines(os.path.join(lists, "classInd.txt"))]
+    numbered = [line.split() for line in _lines(os.path.join(lists, "classInd.txt"))]
+    classes = [name for _, name in sorted((int(number), name) for number, name in numbered)]
     index = {name: i for i, name in enumerate(classes)}
 
     def split(name: str) -> list[tuple[str, int]]:
@@ -73,6 +75,7 @@ def ucf101(manual_dir: str, fold: int = 1) -> Annotations:
 
 
 def hmdb51(manual_dir: str, fold: int = 1) -> Annotations:
+    """Classes in sorted order of their split files' names."""
     split_dir = os.path.join(manual_dir, "testTrainMulti_7030_splits")
     files = sorted(glob.glob(os.path.join(split_dir, f"*_test_split{fold}.txt")))
     classes = [os.path.basename(f)[: -len(f"_test_split{fold}.txt")] for f in files]
@@ -94,6 +97,7 @@ def _find_csv(manual_dir: str, names: tuple[str, ...]) -> str | None:
 
 
 def kinetics400(manual_dir: str) -> Annotations:
+    """Classes in sorted order, as the released `tools/gen_label_kinetics.py` numbers them."""
     videos = {}
     for folder, _, files in os.walk(manual_dir):
         for file in files:
@@ -132,8 +136,9 @@ def _label_text(template: str) -> str:
 
 
 def something_something_v1(manual_dir: str) -> Annotations:
+    """Classes in alphabetical order, as the released `tools/gen_label_sthv1.py` numbers them."""
     prefix = os.path.join(manual_dir, "something-something-v1-")
-    classes = _lines(prefix + "labels.csv")
+    classes = sorted(_lines(prefix + "labels.csv"))
     index = {name: i for i, name in enumerate(classes)}
     splits = {}
     for split, name in (("train", "train"), ("val", "validation")):
@@ -144,6 +149,7 @@ def something_something_v1(manual_dir: str) -> Annotations:
 
 
 def something_something_v2(manual_dir: str) -> Annotations:
+    """Classes numbered by the labels JSON, as the released `tools/gen_label_sthv2.py`."""
     prefix = os.path.join(manual_dir, "something-something-v2-")
     with open(prefix + "labels.json") as f:
         labels = {name: int(i) for name, i in json.load(f).items()}

@@ -12,6 +12,9 @@ import os
 from tea_jax.data.errors import DataError, ListFileError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")
+# Class names, one per line, line i naming label i: written beside the lists by
+# `tea_jax.data.prepare`, copied beside exported models.
+CLASSES_FILE = "classes.txt"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,3 +131,37 @@ def write_list(list_path: str, entries: list[Entry], root: str = "") -> None:
             path = os.path.relpath(e.path, root) if root else e.path
             counts = f"{e.num_frames} " if e.num_frames is not None else ""
             f.write(f"{path} {counts}{e.label}\n")
+
+
+def read_class_names(path: str) -> list[str]:
+    """Class names of a `classes.txt`-style file, one per line, blank lines ignored.
+
+    Raises:
+      DataError: the file cannot be read or names no class.
+    """
+    try:
+        with open(path) as f:
+            names = [line.strip() for line in f if line.strip()]
+    except OSError as e:
+        raise DataError(path, f"cannot read class names ({e.strerror})") from None
+    if not names:
+        raise DataError(path, "class names file is empty")
+    return names
+
+
+def write_class_names(path: str, names: list[str]) -> None:
+    """Writes class names one per line, line i naming label i."""
+    with open(path, "w") as f:
+        f.writelines(f"{name}\n" for name in names)
+
+
+def copy_class_names(list_path: str, output: str) -> list[str] | None:
+    """Copies the `classes.txt` beside a list file into `output`; its names, or None if absent."""
+    source = os.path.join(os.path.dirname(os.path.abspath(list_path)), CLASSES_FILE)
+    if not os.path.isfile(source):
+        return None
+    names = read_class_names(source)
+    target = os.path.join(output, CLASSES_FILE)
+    if os.path.abspath(target) != source:
+        write_class_names(target, names)
+    return names

@@ -15,6 +15,7 @@ from absl import flags
 
 from tea_jax.data import records, sampling
 from tea_jax.data import transforms as T
+from tea_jax.data.config import split_candidates
 from tea_jax.data.errors import DataError
 from tea_jax.data.listfiles import class_folder_videos, read_list
 from tea_jax.data.sources import (
@@ -119,19 +120,37 @@ class TrainReader(_Reader):
 
 @dataclasses.dataclass(frozen=True)
 class EvalReader(_Reader):
-    """Deterministic views (clips x crops) of an example; index -1 is padding.
+    """The views (clips x crops) of an example; index -1 is padding.
 
-    A bad example is an error with 'raise'; with 'skip' it comes back masked out.
+    Several clips are random TSN clips when `random_clips` (drawn from `seed` and the example's
+    index, so every host and every run draw the same), fixed offsets otherwise; one clip takes
+    the segment centres. A bad example is an error with 'raise'; with 'skip' it comes back
+    masked out.
     """
 
     num_clips: int = 1
     num_crops: int = 1
     crop_size: int = 224
+    random_clips: bool = False
+    seed: int = 0
+
+    def load(self, index: int) -> tuple[np.ndarray, int]:
+        """The views of example `index`: uint8 (clips * crops, T, crop, crop, 3) and its label.
+
+        Raises:
+          DataError: the example cannot be read.
+        """
+        return self._guarded(index, self._load)
 
     def _load(self, index: int):
         clip = self._open(index)
+        random = self.random_clips and self.num_clips > 1
         indices = sampling.test_indices(
-            clip.num_frames, self.num_segments, self.num_clips, dense=self.dense
+            clip.num_frames,
+            self.num_segments,
+            self.num_clips,
+            dense=self.dense,
+            rng=np.random.default_rng([self.seed, index]) if random else None,
         )
         frames = clip.read(indices.reshape(-1))
         _, height, width, _ = frames.shape
@@ -165,7 +184,7 @@ class EvalReader(_Reader):
         }
         if index >= 0:
             try:
-                video, label = self._guarded(index, self._load)
+                video, label = self.load(index)
                 element.update(video=video, label=np.int32(label), mask=True)
             except DataError as e:
                 element.update(_bad=f"{e.path}\t{e.reason}", _ok=self.on_error != "raise")
@@ -225,10 +244,11 @@ class Loader:
         return iter(self.dataset)
 
 
-def _list_path(cfg: ml_collections.ConfigDict, split: str) -> str:
-    path = cfg.get(f"{split}_list") or (cfg.val_list if split == "test" else "")
+def _list_path(cfg: ml_collections.ConfigDict, split: str) -> str | None:
+    """The list file of `split` (or of the split standing for it); None when none is set."""
+    path = next((cfg.get(f"{s}_list") for s in split_candidates(split) if cfg.get(f"{s}_list")), "")
     if not path:
-        raise ValueError(f"data.{split}_list is not set for source '{cfg.source}'")
+        return None
     return path if os.path.isabs(path) else os.path.join(cfg.root, path)
 
 
@@ -249,23 +269,23 @@ def build_source(
         entries = read_list(list_path, with_num_frames=False, root=root, **lists)
         return VideoFileSource(entries), len(synthetic.CLASSES)
     if cfg.source == "frames":
-        entries = read_list(_list_path(cfg, split), with_num_frames=True, root=cfg.root, **lists)
+        list_path = _list_path(cfg, split)
+        if list_path is None:
+            raise ValueError(f"data.{split}_list is not set for source '{cfg.source}'")
+        entries = read_list(list_path, with_num_frames=True, root=cfg.root, **lists)
         return FrameFolderSource(entries, cfg.template), cfg.num_classes
     if cfg.source == "videos":
-        if cfg.get(f"{split}_list") or (split == "test" and cfg.val_list):
-            entries = read_list(
-                _list_path(cfg, split), with_num_frames=False, root=cfg.root, **lists
-            )
+        list_path = _list_path(cfg, split)
+        if list_path is not None:
+            entries = read_list(list_path, with_num_frames=False, root=cfg.root, **lists)
             return VideoFileSource(entries), cfg.num_classes
-        folder = os.path.join(cfg.root, split)
-        if split == "test" and not os.path.isdir(folder):
-            folder = os.path.join(cfg.root, "val")
+        folders = [os.path.join(cfg.root, s) for s in split_candidates(split)]
+        folder = next((f for f in folders if os.path.isdir(f)), folders[0])
         entries, classes = class_folder_videos(folder)
         return VideoFileSource(entries), len(classes)
     if cfg.source == "arrayrecord":
-        paths = records.shard_paths(cfg.root, split) or (
-            split == "test" and records.shard_paths(cfg.root, "val")
-        )
+        candidates = (records.shard_paths(cfg.root, s) for s in split_candidates(split))
+        paths = next((p for p in candidates if p), [])
         if not paths:
             raise DataError(cfg.root, f"no ArrayRecord shards for split '{split}'")
         return ArrayRecordSource(paths), records.read_meta(cfg.root).get("num_classes")
@@ -365,7 +385,18 @@ def create_loader(
         if crops not in (1, 3):
             raise ValueError(f"test crops must be 1 or 3, got {crops}")
         crop_size = cfg.image_size if crops == 1 else cfg.three_crop_size or cfg.short_side
-        reader = EvalReader(**common, num_clips=clips, num_crops=crops, crop_size=crop_size)
+        if cfg.test_clip_sampling not in ("random", "fixed"):
+            raise ValueError(
+                f"data.test_clip_sampling must be 'random' or 'fixed', got '{cfg.test_clip_sampling}'"
+            )
+        reader = EvalReader(
+            **common,
+            num_clips=clips,
+            num_crops=crops,
+            crop_size=crop_size,
+            random_clips=cfg.test_clip_sampling == "random",
+            seed=seed,
+        )
         host_indices = list(range(shard_index, num_examples, shard_count))
         per_host = math.ceil(num_examples / shard_count)
         num_batches = math.ceil(per_host / batch_size)

@@ -19,34 +19,20 @@ import logging
 import multiprocessing
 import os
 
-import cv2
-import numpy as np
-
 from tea_jax.data import datasets, records
 from tea_jax.data.errors import DataError
-from tea_jax.data.listfiles import Entry, read_list, write_list
-from tea_jax.data.sources import FrameFolder
-from tea_jax.data.transforms import scaled_size
-from tea_jax.data.video import VideoFile
+from tea_jax.data.listfiles import (
+    CLASSES_FILE,
+    Entry,
+    copy_class_names,
+    read_list,
+    write_class_names,
+    write_list,
+)
+from tea_jax.data.sources import jpeg_frames
+from tea_jax.data.video import decode_video
 
 FRAME_TEMPLATE = "img_{:05d}.jpg"
-
-
-def resize_short_side(frame: np.ndarray, short_side: int | None) -> np.ndarray:
-    """Resizes (H, W, 3) so that min(H, W) == short_side (None: unchanged)."""
-    height, width = frame.shape[:2]
-    size = scaled_size(width, height, short_side)
-    if size == (width, height):
-        return frame
-    shrink = size[0] < width
-    return cv2.resize(frame, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-
-
-def decode_video(path: str, short_side: int | None) -> list[np.ndarray]:
-    """All frames of a video, resized; uint8 RGB (H, W, 3) each."""
-    with VideoFile(path) as video:
-        frames = video.read(range(video.num_frames))
-    return [resize_short_side(f, short_side) for f in frames]
 
 
 def _extract(entry: Entry, root: str, output: str, short_side: int | None, quality: int):
@@ -68,17 +54,7 @@ def _video_record(
 ):
     video_id = os.path.relpath(entry.path, root) if root else entry.path
     try:
-        if kind == "frames" and short_side is None:
-            folder = FrameFolder(entry, template)
-            frames = [folder.encoded(i) for i in range(entry.num_frames)]
-        elif kind == "frames":
-            folder = FrameFolder(entry, template)
-            frames = [
-                records.encode_jpeg(resize_short_side(folder.read([i])[0], short_side), quality)
-                for i in range(entry.num_frames)
-            ]
-        else:
-            frames = [records.encode_jpeg(f, quality) for f in decode_video(entry.path, short_side)]
+        frames = jpeg_frames(entry, template if kind == "frames" else None, short_side, quality)
     except DataError as e:
         return None, str(e)
     return records.encode(video_id, entry.label, frames), None
@@ -114,6 +90,7 @@ def extract_frames(args) -> None:
     done = [entry for entry in _run(extract, entries, args.workers) if entry]
     list_path = os.path.join(args.output, os.path.basename(args.list))
     write_list(list_path, done, args.output)
+    copy_class_names(args.list, args.output)
     print(f"extracted {len(done)} of {len(entries)} videos; frame list {list_path}")
 
 
@@ -143,7 +120,10 @@ def build_arrayrecord(args) -> None:
         if os.path.exists(os.path.join(args.output, "meta.json"))
         else {}
     )
-    num_classes = args.num_classes or meta.get("num_classes")
+    classes = copy_class_names(args.list, args.output)
+    if classes:
+        meta["classes"] = classes
+    num_classes = args.num_classes or meta.get("num_classes") or len(meta.get("classes", ()))
     if not num_classes:
         num_classes = max(e.label for e in entries) + 1
         logging.warning("num_classes=%d from the largest label; pass --num_classes", num_classes)
@@ -161,21 +141,25 @@ def write_lists(args) -> None:
     os.makedirs(args.output, exist_ok=True)
     suffix = f"_split{args.fold}" if args.dataset in datasets.FOLDS else ""
     root = annotations.root
+    # Frame folders stay where they were downloaded: their lists name them by absolute path.
+    list_root = "" if annotations.frames else root
     for split, rows in annotations.splits.items():
         entries = [
             Entry(
-                os.path.join(root, path),
+                os.path.abspath(os.path.join(root, path)),
                 label,
                 datasets.count_frames(os.path.join(root, path)) if annotations.frames else None,
             )
             for path, label in rows
         ]
-        write_list(os.path.join(args.output, f"{split}{suffix}.txt"), entries, root)
+        write_list(os.path.join(args.output, f"{split}{suffix}.txt"), entries, list_root)
         print(f"{split}: {len(entries)} videos")
-    with open(os.path.join(args.output, "classes.txt"), "w") as f:
-        f.writelines(f"{name}\n" for name in annotations.classes)
-    kind = f"frame folders (template '{annotations.template}')" if annotations.frames else "videos"
-    print(f"{len(annotations.classes)} classes; paths are {kind} relative to {root}")
+    write_class_names(os.path.join(args.output, CLASSES_FILE), annotations.classes)
+    if annotations.frames:
+        where = f"absolute frame folder paths (template '{annotations.template}')"
+    else:
+        where = f"video paths relative to {root}"
+    print(f"{len(annotations.classes)} classes (in {CLASSES_FILE}); {where}")
 
 
 def build_tfds(args) -> None:

@@ -33,23 +33,34 @@ def train_indices(
 
 
 def test_indices(
-    num_frames: int, num_segments: int, num_clips: int = 1, *, dense: bool = False
+    num_frames: int,
+    num_segments: int,
+    num_clips: int = 1,
+    *,
+    dense: bool = False,
+    rng: np.random.Generator | None = None,
 ) -> np.ndarray:
-    """Deterministic evaluation clips.
+    """Evaluation clips.
 
-    TSN: clip c takes the frame at offset (c + 0.5) / K of each segment, so a single clip takes
-    the centre of each segment, `int(F / N / 2 + F / N * k)`. Dense: K windows of 64 frames with
-    starts spread the same way over the video.
+    Fixed (`rng` None): clip c takes the frame at offset (c + 0.5) / K of each segment, so a
+    single clip takes the centre of each segment, `int(F / N / 2 + F / N * k)`. Dense: K windows
+    of 64 frames with starts spread the same way over the video. Random (`rng` given): K
+    independent training clips (`train_indices`), the released code's multi-clip protocol.
 
     Args:
       num_frames: frames in the video (F >= 1).
       num_segments: frames per clip (N).
       num_clips: clips (K).
       dense: dense sampling instead of TSN.
+      rng: draws random clips; None: fixed offsets.
 
     Returns:
       int array (K, N) of frame indices in [0, F).
     """
+    if rng is not None:
+        return np.stack(
+            [train_indices(num_frames, num_segments, rng, dense=dense) for _ in range(num_clips)]
+        )
     offsets = (np.arange(num_clips) + 0.5) / num_clips
     if dense:
         starts = (offsets * max(num_frames - DENSE_WINDOW + 1, 1)).astype(int)

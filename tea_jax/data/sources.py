@@ -15,7 +15,8 @@ import numpy as np
 from tea_jax.data import records
 from tea_jax.data.errors import DataError
 from tea_jax.data.listfiles import Entry
-from tea_jax.data.video import VideoFile
+from tea_jax.data.transforms import resize_short_side
+from tea_jax.data.video import VideoFile, decode_video
 
 cv2.setNumThreads(1)
 
@@ -202,3 +203,29 @@ class TfdsSource:
         video_id = example["id"].decode() if isinstance(example["id"], bytes) else example["id"]
         name = f"{video_id} ({self.name(index)})"
         return EncodedFrames(name, int(example["label"]), list(example["frames"]))
+
+
+def jpeg_frames(
+    entry: Entry, template: str | None, short_side: int | None, quality: int
+) -> list[bytes]:
+    """Every frame of a frame folder or video file as JPEG bytes: what a record stores.
+
+    Args:
+      entry: the folder (with `num_frames`) or the video file.
+      template: frame file names of a folder; None: `entry` is a video file.
+      short_side: resize frames to this short side; None keeps them (a folder's files are then
+        copied byte for byte).
+      quality: JPEG quality of re-encoded frames.
+
+    Raises:
+      DataError: a frame or the video cannot be read.
+    """
+    if template is None:
+        return [records.encode_jpeg(f, quality) for f in decode_video(entry.path, short_side)]
+    folder = FrameFolder(entry, template)
+    if short_side is None:
+        return [folder.encoded(i) for i in range(folder.num_frames)]
+    return [
+        records.encode_jpeg(resize_short_side(folder.read([i])[0], short_side), quality)
+        for i in range(folder.num_frames)
+    ]

@@ -30,6 +30,7 @@ import tempfile
 import cv2
 import numpy as np
 
+from tea_jax.data.config import SyntheticOptions
 from tea_jax.data.video import write_video
 
 CLASSES = (
@@ -58,39 +59,11 @@ _SUBPIXEL_BITS = 4
 _META_VERSION = 2
 
 
-@dataclasses.dataclass(frozen=True)
-class SyntheticOptions:
-    """Options of the generator; the defaults give a task the reduced TEA learns in minutes.
+DEFAULT_OPTIONS = SyntheticOptions()
 
-    Attributes:
-      seed: every video is a deterministic function of (seed, split, index).
-      num_train: training videos (a multiple of 8 keeps the classes balanced).
-      num_val: validation videos.
-      size: frame height and width in pixels (even).
-      min_frames: shortest video.
-      max_frames: longest video.
-      texture_amplitude: amplitude of the static low-frequency background texture, in [0, 1].
-      speed: (min, max) translation in pixels per frame.
-      orbit: (min, max) angle, in radians, that a circling shape travels over the whole video.
-        Per video rather than per frame: TSN samples the same number of frames from every
-        video, so the step between sampled frames (~0.75 rad, ~10 px for 8 frames) does not
-        depend on the video's length.
-      growth: (min, max) relative size increase per frame.
-    """
 
-    seed: int = 0
-    num_train: int = 1600
-    num_val: int = 400
-    size: int = 64
-    min_frames: int = 16
-    max_frames: int = 24
-    texture_amplitude: float = 0.04
-    speed: tuple[float, float] = (2.0, 3.0)
-    orbit: tuple[float, float] = (5.6, 6.2)
-    growth: tuple[float, float] = (0.05, 0.07)
-
-    def to_json(self) -> dict:
-        return {**dataclasses.asdict(self), "version": _META_VERSION}
+def _meta(options: SyntheticOptions) -> dict:
+    return {**dataclasses.asdict(options), "version": _META_VERSION}
 
 
 def _background(rng: np.random.Generator, size: int, amplitude: float) -> np.ndarray:
@@ -181,7 +154,7 @@ def _write_pair(job) -> list[tuple[str, int]]:
     return lines
 
 
-def generate(output: str, options: SyntheticOptions = SyntheticOptions(), workers: int = 2) -> None:
+def generate(output: str, options: SyntheticOptions = DEFAULT_OPTIONS, workers: int = 2) -> None:
     """Writes the dataset into `output` (created; must not exist yet)."""
     os.makedirs(output)
     jobs = []
@@ -201,7 +174,7 @@ def generate(output: str, options: SyntheticOptions = SyntheticOptions(), worker
     with open(os.path.join(output, "classes.txt"), "w") as f:
         f.writelines(f"{name}\n" for name in CLASSES)
     with open(os.path.join(output, "meta.json"), "w") as f:
-        json.dump(options.to_json(), f, indent=2)
+        json.dump(_meta(options), f, indent=2)
 
 
 def _read_meta(root: str) -> dict | None:
@@ -212,7 +185,7 @@ def _read_meta(root: str) -> dict | None:
         return None
 
 
-def ensure(root: str, options: SyntheticOptions = SyntheticOptions(), workers: int = 2) -> str:
+def ensure(root: str, options: SyntheticOptions = DEFAULT_OPTIONS, workers: int = 2) -> str:
     """Generates the dataset into `root` unless it is there already with the same options.
 
     A dataset generated with other options (or by another version of the generator) is replaced.
@@ -225,7 +198,7 @@ def ensure(root: str, options: SyntheticOptions = SyntheticOptions(), workers: i
     Raises:
       ValueError: `root` exists and is not a synthetic dataset (no meta.json); it is left alone.
     """
-    expected = json.loads(json.dumps(options.to_json()))
+    expected = json.loads(json.dumps(_meta(options)))
     meta = _read_meta(root)
     if meta == expected:
         return root

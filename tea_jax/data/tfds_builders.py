@@ -19,12 +19,11 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from tea_jax.data import datasets, records
+from tea_jax.data import datasets
+from tea_jax.data.config import split_candidates
 from tea_jax.data.errors import DataError
 from tea_jax.data.listfiles import Entry
-from tea_jax.data.sources import FrameFolder
-
-SPLIT_FALLBACK = {"val": ("val", "test"), "test": ("test", "val"), "train": ("train",)}
+from tea_jax.data.sources import jpeg_frames
 
 
 class VideoConfig(tfds.core.BuilderConfig):
@@ -40,22 +39,11 @@ def _encode_example(row, root: str, template: str | None, short_side: int | None
 
     `template` names the frames of frame folders; None: the rows are video files.
     """
-    from tea_jax.data.prepare import decode_video, resize_short_side
-
     path, label = row
     full = os.path.join(root, path)
     try:
-        if template:
-            folder = FrameFolder(Entry(full, label, datasets.count_frames(full)), template)
-            if short_side is None:
-                frames = [folder.encoded(i) for i in range(folder.num_frames)]
-            else:
-                images = folder.read(range(folder.num_frames))
-                frames = [
-                    records.encode_jpeg(resize_short_side(f, short_side), quality) for f in images
-                ]
-        else:
-            frames = [records.encode_jpeg(f, quality) for f in decode_video(full, short_side)]
+        num_frames = datasets.count_frames(full) if template else None
+        frames = jpeg_frames(Entry(full, label, num_frames), template, short_side, quality)
     except (DataError, OSError) as e:
         return path, None, str(e)
     return path, {"frames": frames, "label": label, "id": path}, None
@@ -175,7 +163,7 @@ def resolve(name: str, split: str, data_dir: str | None) -> tuple[str, str, int]
     if not name:
         raise ValueError("set data.tfds_name, e.g. 'ucf101_jpeg/split1'")
     info = tfds.builder(name, data_dir=data_dir).info
-    for candidate in SPLIT_FALLBACK.get(split, (split,)):
+    for candidate in split_candidates(split):
         if candidate in info.splits:
             return name, candidate, info.features["label"].num_classes
     raise ValueError(f"{name} has splits {list(info.splits)}, none for '{split}'")

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import cv2
 import numpy as np
+from PIL import Image
 
 Box = tuple[int, int, int, int]
 
@@ -19,6 +20,35 @@ def scaled_size(width: int, height: int, short_side: int | None) -> tuple[int, i
     if width <= height:
         return short_side, int(short_side * height / width)
     return int(short_side * width / height), short_side
+
+
+def resize(
+    image: np.ndarray,
+    size: tuple[int, int],
+    box: tuple[float, float, float, float] | None = None,
+) -> np.ndarray:
+    """Resizes `box` (x0, y0, x1, y1; default the whole image) of (H, W, 3) to `size` = (w, h).
+
+    Shrinking is PIL's bilinear resize, the released code's `GroupScale`: its filter widens with
+    the scale factor, so it averages the pixels it drops instead of aliasing, and it reads the
+    pixels around `box`, so a box resized alone equals the box of the whole resized frame.
+    Enlarging is bilinear (`cv2.INTER_LINEAR`).
+    """
+    height, width = image.shape[:2]
+    x0, y0, x1, y1 = box or (0, 0, width, height)
+    if size == (x1 - x0, y1 - y0) and all(float(v).is_integer() for v in (x0, y0, x1, y1)):
+        return np.ascontiguousarray(image[int(y0) : int(y1), int(x0) : int(x1)])
+    if size[0] <= x1 - x0 and size[1] <= y1 - y0:
+        resized = Image.fromarray(image).resize(size, Image.BILINEAR, box=(x0, y0, x1, y1))
+        return np.asarray(resized)
+    crop = image[round(y0) : round(y1), round(x0) : round(x1)]
+    return cv2.resize(crop, size, interpolation=cv2.INTER_LINEAR)
+
+
+def resize_short_side(frame: np.ndarray, short_side: int | None) -> np.ndarray:
+    """Resizes (H, W, 3) so that min(H, W) == short_side (None: unchanged)."""
+    height, width = frame.shape[:2]
+    return resize(frame, scaled_size(width, height, short_side))
 
 
 def multiscale_crop_box(
@@ -75,12 +105,16 @@ def center_crop_box(width: int, height: int, size: int) -> Box:
 
 
 def three_crop_boxes(width: int, height: int, size: int) -> list[Box]:
-    """Three `size` squares along the long side: left/centre/right or top/centre/bottom."""
+    """Three `size` squares along the long side, at 0, 2 and 4 steps of `(long - size) // 4`.
+
+    Landscape frames: left/centre/right, vertically centred, as the released `GroupFullResSample`.
+    Portrait frames: top/centre/bottom (the released code takes three identical centre crops).
+    """
     if width >= height:
-        y = (height - size) // 2
-        return [(x, y, size, size) for x in (0, (width - size) // 2, width - size)]
-    x = (width - size) // 2
-    return [(x, y, size, size) for y in (0, (height - size) // 2, height - size)]
+        step, y = (width - size) // 4, (height - size) // 2
+        return [(2 * k * step, y, size, size) for k in range(3)]
+    step, x = (height - size) // 4, (width - size) // 2
+    return [(x, 2 * k * step, size, size) for k in range(3)]
 
 
 def crop_resize(
@@ -99,16 +133,7 @@ def crop_resize(
     """
     _, height, width, _ = frames.shape
     x, y, w, h = box
-    scaled_width, _ = scaled_size(width, height, short_side)
-    if scaled_width != width:
-        factor = width / scaled_width
-        x0, y0 = round(x * factor), round(y * factor)
-        x1 = min(round((x + w) * factor), width)
-        y1 = min(round((y + h) * factor), height)
-    else:
-        x0, y0, x1, y1 = x, y, x + w, y + h
-    crop = frames[:, y0:y1, x0:x1]
-    if crop.shape[1:3] == (output_size, output_size):
-        return np.ascontiguousarray(crop)
-    size = (output_size, output_size)
-    return np.stack([cv2.resize(f, size, interpolation=cv2.INTER_LINEAR) for f in crop])
+    scaled_width, scaled_height = scaled_size(width, height, short_side)
+    fx, fy = width / scaled_width, height / scaled_height
+    region = (x * fx, y * fy, min((x + w) * fx, width), min((y + h) * fy, height))
+    return np.stack([resize(f, (output_size, output_size), region) for f in frames])

@@ -8,6 +8,7 @@ import av
 import numpy as np
 
 from tea_jax.data.errors import DataError
+from tea_jax.data.transforms import resize_short_side
 
 # Decoding this many frames costs about as much as one seek (flush + demux from a keyframe).
 _SEEK_COST_FRAMES = 4
@@ -138,6 +139,17 @@ class VideoFile:
         self._container = av.open(self.path)
         self._stream = self._container.streams.video[0]
         self._stream.codec_context.thread_count = 1
+
+
+def decode_video(path: str, short_side: int | None) -> list[np.ndarray]:
+    """All frames of a video file, resized to `short_side` (None: kept); uint8 RGB (H, W, 3).
+
+    Raises:
+      DataError: the file cannot be read.
+    """
+    with VideoFile(path) as video:
+        frames = video.read(range(video.num_frames))
+    return [resize_short_side(f, short_side) for f in frames]
 
 
 def write_video(

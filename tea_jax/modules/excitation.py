@@ -23,6 +23,9 @@ class MotionExcitation(nn.Module):
     `X + X * A`, or `X * A` without the residual (the paper's ablation).
 
     The spatial pool is taken before the subtraction: both are linear, so this equals pooling the motion map.
+    The pooled means, their difference and the gate are computed in float32 whatever the compute dtype: in
+    bfloat16 the difference of two nearly equal means loses most of its digits, and these `(N, T, C/r)`
+    vectors cost nothing next to the feature maps.
 
     Attributes:
       num_segments: T, the frames per video.
@@ -47,15 +50,20 @@ class MotionExcitation(nn.Module):
         reduced = max(channels // self.reduction, 1)
         xr = self.norm(name="bn_reduce")(conv1x1(reduced, dtype=self.dtype, name="conv_reduce")(x))
         transformed = DepthwiseConv3x3(dtype=self.dtype, name="conv_transform")(xr)
-        current = to_video(jnp.mean(xr, axis=(1, 2)), self.num_segments)
-        following = to_video(jnp.mean(transformed, axis=(1, 2)), self.num_segments)
+        current = to_video(_pool_float32(xr), self.num_segments)
+        following = to_video(_pool_float32(transformed), self.num_segments)
         motion = following[:, 1:] - current[:, :-1]
         motion = jnp.pad(motion, ((0, 0), (0, 1), (0, 0))).reshape(-1, reduced)
-        y = self.norm(name="bn_expand")(
-            conv1x1(channels, dtype=self.dtype, name="conv_expand")(motion)
+        y = self.norm(name="bn_expand", dtype=jnp.float32)(
+            conv1x1(channels, dtype=jnp.float32, name="conv_expand")(motion)
         )
         gate = excitation_gate(y, self.variant)[:, None, None, :].astype(x.dtype)
         return x + x * gate if self.residual else x * gate
+
+
+def _pool_float32(x: jax.Array) -> jax.Array:
+    """Spatial mean of `(B, H, W, C)` in float32: `(B, C)`."""
+    return jnp.mean(x.astype(jnp.float32), axis=(1, 2))
 
 
 def excitation_gate(y: jax.Array, variant: Variant) -> jax.Array:

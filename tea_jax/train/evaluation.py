@@ -12,15 +12,16 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from tea_jax import data as data_lib
+from tea_jax import inference
+from tea_jax.data import listfiles
 from tea_jax.train import checkpointing, sharding
 from tea_jax.train import metrics as metrics_lib
 from tea_jax.train import model as model_lib
-from tea_jax.train.step import eval_step
 
 EvalFn = Callable[[dict[str, Any], dict[str, jax.Array]], dict[str, jax.Array]]
 
 
-def make_eval_fn(model: nn.Module, mesh: jax.sharding.Mesh, average: str = "softmax") -> EvalFn:
+def make_eval_fn(model: nn.Module, mesh: jax.sharding.Mesh, average: str = "logits") -> EvalFn:
     """Compiles the evaluation step: batch in, video scores and the batch's bookkeeping out.
 
     The returned function maps ``(variables, batch)`` with ``batch`` holding ``video`` (B, V, T, H,
@@ -29,7 +30,7 @@ def make_eval_fn(model: nn.Module, mesh: jax.sharding.Mesh, average: str = "soft
     """
 
     def fn(variables, batch):
-        scores = eval_step(variables, batch, model=model, average=average)
+        scores = inference.score_views(variables, batch["video"], model=model, average=average)
         return {"scores": scores, **{k: batch[k] for k in ("label", "index", "mask")}}
 
     return jax.jit(
@@ -136,11 +137,8 @@ def format_table(summaries: Sequence[dict[str, Any]]) -> str:
 
 
 def read_class_names(path: str | None) -> list[str] | None:
-    """Class names, one per line (None without a file)."""
-    if not path:
-        return None
-    with open(path) as f:
-        return [line.strip() for line in f if line.strip()]
+    """Class names of a ``classes.txt``-style file (None without a file)."""
+    return listfiles.read_class_names(path) if path else None
 
 
 def load_variables(
@@ -212,6 +210,10 @@ def run_evaluation(
             protocol=None if protocol == "config" else protocol,
             num_epochs=1,
         )
+        if class_names is not None and len(class_names) != loader.num_classes:
+            raise ValueError(
+                f"{len(class_names)} class names for a dataset of {loader.num_classes} classes"
+            )
         if model is None:
             model, variables, source = load_variables(
                 config, workdir, checkpoint, loader.num_classes

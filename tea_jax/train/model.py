@@ -23,7 +23,9 @@ def compute_dtype(name: str) -> jnp.dtype:
 def model_options(config: ml_collections.ConfigDict, num_classes: int) -> dict[str, Any]:
     """The keyword arguments of ``tea_jax.create_model`` for ``config``."""
     options = dict(config.model_options)
-    options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+    options = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in options.items() if v is not None
+    }
     options["dtype"] = compute_dtype(config.compute_dtype)
     return {"num_classes": num_classes, "num_segments": config.num_segments, **options}
 

@@ -1,6 +1,4 @@
-"""Training and evaluation steps (pure functions, compiled with ``jax.jit`` by the loop)."""
-
-from typing import Any
+"""The training step (a pure function, compiled with ``jax.jit`` by the loop)."""
 
 import flax.linen as nn
 import jax
@@ -103,33 +101,3 @@ def train_step(
         "lr": jnp.asarray(schedule(state.step), jnp.float32),
     }
     return new_state, metrics
-
-
-def eval_step(
-    variables: dict[str, Any],
-    batch: dict[str, jax.Array],
-    *,
-    model: nn.Module,
-    average: str = "softmax",
-) -> jax.Array:
-    """Video-level scores averaged over the views of each video.
-
-    Args:
-      variables: ``{'params', 'batch_stats'}``.
-      batch: ``video`` uint8 (B, V, T, H, W, 3) with V views (clips x crops) per video.
-      model: the Flax module.
-      average: ``'softmax'`` averages the views' probabilities, ``'logits'`` their logits.
-
-    Returns:
-      (B, C) float32 scores.
-    """
-    video = batch["video"]
-    b, v = video.shape[:2]
-    clips = normalize(video.reshape(b * v, *video.shape[2:]))
-    logits = model.apply(variables, clips, train=False).astype(jnp.float32)
-    logits = logits.reshape(b, v, -1)
-    if average == "softmax":
-        return jax.nn.softmax(logits, axis=-1).mean(axis=1)
-    if average == "logits":
-        return logits.mean(axis=1)
-    raise ValueError(f"Unknown score average {average!r}: use softmax or logits.")

@@ -2,7 +2,6 @@
 
 import dataclasses
 import functools
-import json
 import logging
 import os
 import shutil
@@ -378,11 +377,8 @@ def export_model(
 
 def _save_preprocessing(config: ml_collections.ConfigDict, path: str) -> None:
     """Stores the input size and the class names beside the model, for ``tea_jax.predict``."""
-    from tea_jax.predict import CLASSES_FILE, PREPROCESS_FILE
+    from tea_jax.data.listfiles import CLASSES_FILE
+    from tea_jax.inference import write_preprocessing
 
-    preprocess = {"image_size": config.data.image_size, "short_side": config.data.get("short_side")}
-    with open(os.path.join(path, PREPROCESS_FILE), "w") as f:
-        json.dump(preprocess, f, indent=2)
     classes = os.path.join(config.data.get("root", ""), CLASSES_FILE)
-    if os.path.isfile(classes):
-        shutil.copyfile(classes, os.path.join(path, CLASSES_FILE))
+    write_preprocessing(path, config.data.image_size, config.data.get("short_side"), classes)

@@ -1,0 +1,447 @@
+"""The README's dataset commands, as written, on miniature replicas of the five public datasets.
+
+Each replica has the official download layout and annotation formats (UCF101 `classInd.txt` +
+`trainlist01.txt`/`testlist01.txt`, HMDB51 `*_test_split1.txt`, Kinetics csv files,
+Something-Something csv/json files), label files that are deliberately not in alphabetical order,
+and a few 32x24 videos (avi, mp4, webm) or JPEG frame folders per class. The commands are taken
+from README.md (the test fails if one is missing there) and run from a fresh working directory,
+so the configs' default paths are what is tested; `~` is the replica's home. Overrides are for
+size only (reduced network, 24-pixel frames, 4 segments, two steps, one worker process) and for
+the absent pretrained weights (`init_from`). Every list, record and TFDS example must carry the
+released code's label of its video.
+"""
+
+import contextlib
+import io
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tea_jax.data import records
+from tea_jax.data.listfiles import read_class_names
+from tea_jax.data.prepare import main as prepare
+from tea_jax.data.video import write_video
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SIZE = [
+    "--config.num_segments=4",
+    "--config.model_options.stage_sizes=(1,1,1,1)",
+    "--config.model_options.width_multiplier=0.25",
+    "--config.data.image_size=24",
+    "--config.data.short_side=24",
+    "--config.data.num_workers=0",
+    "--config.batch_size=4",
+    "--config.eval_batch_size=4",
+    "--config.total_steps=2",
+    "--config.init_from=",
+]
+CODECS = {".avi": ("avi", "mpeg4"), ".mp4": ("mp4", "libx264"), ".webm": ("webm", "libvpx-vp9")}
+
+
+def readme_commands() -> set[str]:
+    """The commands of README.md's bash blocks, continuation lines joined, comments dropped."""
+    with open(os.path.join(ROOT, "README.md")) as f:
+        blocks = re.findall(r"```bash\n(.*?)```", f.read(), re.S)
+    text = "\n".join(blocks).replace("\\\n", " ")
+    lines = (line.split(" #")[0] for line in text.splitlines())
+    return {" ".join(line.split()) for line in lines if line.strip() and not line.startswith("#")}
+
+
+def write_clip(path: str, seed: int, num_frames: int = 12) -> None:
+    """A 32x24 clip of a bright square moving right, in the container and codec of the suffix."""
+    import av
+
+    rng = np.random.default_rng(seed)
+    frames = np.zeros((num_frames, 24, 32, 3), np.uint8)
+    colour = rng.integers(64, 256, 3)
+    for t in range(num_frames):
+        frames[t, 8:16, t : t + 8] = colour
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    ext = os.path.splitext(path)[1]
+    if ext == ".mp4":
+        write_video(path, frames)
+        return
+    if ext == ".jpg":
+        from tea_jax.data.records import encode_jpeg
+
+        os.makedirs(path[: -len(ext)], exist_ok=True)
+        for t, frame in enumerate(frames):
+            with open(os.path.join(path[: -len(ext)], f"{t + 1:05d}.jpg"), "wb") as f:
+                f.write(encode_jpeg(frame))
+        return
+    container_format, codec = CODECS[ext]
+    with av.open(path, "w", format=container_format) as container:
+        stream = container.add_stream(codec, rate=12)
+        stream.width, stream.height, stream.pix_fmt = 32, 24, "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+
+class Replica:
+    """A miniature download in a fresh working directory `work`, home `work/home`."""
+
+    def __init__(self, work, name, cache):
+        self.work, self.name, self.cache = work, name, cache
+        self.manual = work / "home" / "datasets" / name
+        self.label_of = {}  # video id (path below the dataset's video folder) -> class name
+
+    def run(self, command: str, *extra: str) -> str:
+        """Runs a README command (checked to be in README.md) with `extra` arguments."""
+        assert command in readme_commands(), f"not in README.md: {command}"
+        args = shlex.split(command.replace("~", str(self.work / "home"))) + list(extra)
+        if args[:3] == ["python", "-m", "tea_jax.data.prepare"]:
+            with contextlib.chdir(self.work):
+                prepare(args[3:])
+            return ""
+        if args[:3] == ["python", "-m", "tea_jax.predict"]:
+            from tea_jax.predict import main as predict
+
+            out = io.StringIO()
+            with contextlib.chdir(self.work), contextlib.redirect_stdout(out):
+                predict(args[3:])
+            return out.getvalue()
+        assert args[0] == "python" and args[1] in ("train.py", "eval.py"), command
+        args = [sys.executable, os.path.join(ROOT, args[1]), *args[2:]]
+        args = [os.path.join(ROOT, a) if a.startswith("configs/") else a for a in args]
+        env = dict(
+            os.environ,
+            JAX_PLATFORMS="cpu",
+            PYTHONPATH=ROOT,
+            JAX_COMPILATION_CACHE_DIR=str(self.cache),
+            JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+            XLA_FLAGS="--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true",
+        )
+        proc = subprocess.run(
+            args, cwd=self.work, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc.stdout
+
+    def check_list(self, path: str, classes: list[str], frames: bool) -> None:
+        """Every line of a list names its video's class by the released index."""
+        count = 0
+        with open(self.work / path) as f:
+            for line in f:
+                fields = line.split()
+                video = os.path.splitext(fields[0])[0]
+                if frames and os.path.isabs(video):
+                    video = os.path.basename(video)
+                name = self.label_of[video]
+                assert int(fields[-1]) == classes.index(name), (path, line)
+                count += 1
+        assert count > 0, path
+
+    def check_records(self, folder: str, split: str, classes: list[str]) -> None:
+        reader = records.open_shards(records.shard_paths(str(self.work / folder), split))
+        examples = [records.decode(reader[i]) for i in range(len(reader))]
+        assert examples
+        for example in examples:
+            video = os.path.splitext(example["id"])[0]
+            assert example["label"] == classes.index(self.label_of[video]), example["id"]
+        assert records.read_meta(str(self.work / folder))["classes"] == classes
+
+    def check_tfds(self, name: str, classes: list[str]) -> None:
+        import tensorflow_datasets as tfds
+
+        data_dir = str(self.work / "home" / "tensorflow_datasets")
+        builder = tfds.builder(name, data_dir=data_dir)
+        total = 0
+        for split in builder.info.splits:
+            source = tfds.data_source(name, split=split, data_dir=data_dir)
+            for i in range(len(source)):
+                example = source[i]
+                video = os.path.splitext(example["id"].decode())[0]
+                assert example["label"] == classes.index(self.label_of[video]), video
+                total += 1
+        assert total == len(self.label_of)
+
+    def train_eval(self, config: str, workdir: str, labels: str) -> dict:
+        """train.py, then eval.py with both protocols; returns the accuracy protocol's report."""
+        self.run(f"python train.py --config {config} --workdir {workdir}", *SIZE)
+        out = self.run(
+            f"python eval.py --config {config} --workdir {workdir} --protocols efficient,accuracy "
+            f"--labels {labels}",
+            *SIZE,
+        )
+        assert "efficient" in out and "accuracy" in out
+        with open(self.work / workdir / "eval_accuracy.json") as f:
+            report = json.load(f)
+        with open(self.work / workdir / "eval_efficient.json") as f:
+            assert json.load(f)["num_videos"] == report["num_videos"]
+        return report
+
+    def check_prediction(self, workdir: str, video: str, classes: list[str]) -> None:
+        """predict names the classes of classes.txt (stored beside the exported model)."""
+        assert read_class_names(str(self.work / workdir / "model" / "classes.txt")) == classes
+        out = self.run(f"python -m tea_jax.predict --checkpoint {workdir}/model {video}")
+        top = [line.split(".", 1)[1].rsplit(None, 1)[0].strip() for line in out.splitlines()[1:6]]
+        assert len(top) == 5 and all(name in classes for name in top), out
+
+
+@pytest.fixture(scope="session")
+def jax_cache(tmp_path_factory):
+    """One compilation cache for the five tests: V1 and V2 compile the same programs."""
+    return tmp_path_factory.mktemp("jax_cache")
+
+
+def fillers(count: int, prefix: str) -> list[str]:
+    """Names of the classes that have no video in a replica (the annotation files list all)."""
+    return [f"{prefix}{i:03d}" for i in range(count)]
+
+
+# Classes with videos, in a non-alphabetical annotation order.
+UCF = ["PlayingCello", "Archery", "Basketball"]
+
+
+def test_ucf101(tmp_path, jax_cache):
+    ucf = Replica(tmp_path / "ucf101", "ucf101", jax_cache)
+    lists = ucf.manual / "ucfTrainTestlist"
+    os.makedirs(lists)
+    classes = UCF + fillers(98, "Zz")  # classInd.txt numbers all 101 classes, 1-based
+    (lists / "classInd.txt").write_text("".join(f"{i + 1} {c}\n" for i, c in enumerate(classes)))
+    train, test = [], []
+    for label, name in enumerate(UCF):
+        for group in (1, 2, 8, 9):
+            video = f"{name}/v_{name}_g{group:02d}_c01.avi"
+            write_clip(str(ucf.manual / "UCF-101" / video), 10 * label + group)
+            ucf.label_of[os.path.splitext(video)[0]] = name
+            (test if group < 8 else train).append((video, label))
+    (lists / "trainlist01.txt").write_text("".join(f"{v} {label + 1}\n" for v, label in train))
+    (lists / "testlist01.txt").write_text("".join(f"{v}\n" for v, _ in test))
+
+    ucf.run(
+        "python -m tea_jax.data.prepare lists --dataset ucf101 --fold 1 "
+        "--manual_dir ~/datasets/ucf101 --output data/ucf101"
+    )
+    assert read_class_names(str(ucf.work / "data/ucf101/classes.txt")) == classes
+    for split in ("train", "test"):
+        ucf.run(
+            f"python -m tea_jax.data.prepare frames --list data/ucf101/{split}_split1.txt "
+            "--root ~/datasets/ucf101/UCF-101 --output data/ucf101/frames --short_side 256",
+            "--workers",
+            "1",
+        )
+        ucf.check_list(f"data/ucf101/{split}_split1.txt", classes, frames=False)
+        ucf.check_list(f"data/ucf101/frames/{split}_split1.txt", classes, frames=True)
+    ucf.run(
+        "python -m tea_jax.data.prepare arrayrecord --kind frames "
+        "--list data/ucf101/frames/train_split1.txt --root data/ucf101/frames "
+        "--output data/ucf101/arrayrecord --split train --num_classes 101",
+        "--workers",
+        "1",
+    )
+    ucf.check_records("data/ucf101/arrayrecord", "train", classes)
+
+    report = ucf.train_eval(
+        "configs/ucf101_tea16_ft.py", "runs/ucf101_tea16_ft", "data/ucf101/classes.txt"
+    )
+    assert report["num_videos"] == len(test)
+    ucf.check_prediction(
+        "runs/ucf101_tea16_ft",
+        "~/datasets/ucf101/UCF-101/Archery/v_Archery_g01_c01.avi",
+        classes,
+    )
+
+
+def test_hmdb51(tmp_path, jax_cache):
+    hmdb = Replica(tmp_path / "hmdb51", "hmdb51", jax_cache)
+    splits = hmdb.manual / "testTrainMulti_7030_splits"
+    os.makedirs(splits)
+    names = ["wave", "brush_hair", "cartwheel"]
+    for name in fillers(48, "zz_"):
+        (splits / f"{name}_test_split1.txt").write_text("")
+    for label, name in enumerate(names):
+        lines = []
+        for k, kind in enumerate((1, 1, 2, 2, 0)):  # 1 train, 2 test, 0 unused
+            video = f"{name}_clip{k}.avi"
+            if kind:
+                write_clip(str(hmdb.manual / "hmdb51" / name / video), 10 * label + k)
+                hmdb.label_of[f"{name}/{video[:-4]}"] = name
+            lines.append(f"{video} {kind} \n")
+        (splits / f"{name}_test_split1.txt").write_text("".join(lines))
+    classes = sorted([*names, *fillers(48, "zz_")])
+
+    hmdb.run(
+        "python -m tea_jax.data.prepare lists --dataset hmdb51 --fold 1 "
+        "--manual_dir ~/datasets/hmdb51 --output data/hmdb51"
+    )
+    assert read_class_names(str(hmdb.work / "data/hmdb51/classes.txt")) == classes
+    for split in ("train", "test"):
+        hmdb.run(
+            f"python -m tea_jax.data.prepare frames --list data/hmdb51/{split}_split1.txt "
+            "--root ~/datasets/hmdb51/hmdb51 --output data/hmdb51/frames --short_side 256",
+            "--workers",
+            "1",
+        )
+        hmdb.check_list(f"data/hmdb51/frames/{split}_split1.txt", classes, frames=True)
+    hmdb.run(
+        "python -m tea_jax.data.prepare tfds --dataset hmdb51 --fold 1 "
+        "--manual_dir ~/datasets/hmdb51 --data_dir ~/tensorflow_datasets",
+        "--workers",
+        "1",
+    )
+    hmdb.check_tfds("hmdb51_jpeg/split1", classes)
+    report = hmdb.train_eval(
+        "configs/hmdb51_tea16_ft.py", "runs/hmdb51_tea16_ft", "data/hmdb51/classes.txt"
+    )
+    assert report["num_videos"] == 6
+
+
+def test_kinetics400(tmp_path, jax_cache):
+    k400 = Replica(tmp_path / "kinetics400", "kinetics400", jax_cache)
+    names = ["zumba", "abseiling", "playing cello"]
+    header = "label,youtube_id,time_start,time_end,split\n"
+    rows = {"train": [], "validate": []}
+    for label, name in enumerate(names):
+        for k, split in enumerate(("train", "train", "validate", "validate")):
+            youtube_id = f"{name[:3]}{k}xyz"
+            video = f"{youtube_id}_{10 * k:06d}_{10 * k + 10:06d}"
+            folder = "train" if split == "train" else "val"
+            path = f"{folder}/{name.replace(' ', '_')}/{video}"
+            write_clip(str(k400.manual / f"{path}.mp4"), 10 * label + k)
+            k400.label_of[path] = name
+            rows[split].append(f"{name},{youtube_id},{10 * k},{10 * k + 10},{split}\n")
+    # Every class of the annotations; the clips of these were not downloaded.
+    missing = [f"{name},missing{i},0,10,train\n" for i, name in enumerate(fillers(397, "class "))]
+    (k400.manual / "train.csv").write_text(header + "".join(missing + rows["train"]))
+    (k400.manual / "validate.csv").write_text(header + "".join(rows["validate"]))
+    classes = sorted([*names, *fillers(397, "class ")])
+
+    k400.run(
+        "python -m tea_jax.data.prepare lists --dataset kinetics400 "
+        "--manual_dir ~/datasets/kinetics400 --output data/kinetics400"
+    )
+    assert read_class_names(str(k400.work / "data/kinetics400/classes.txt")) == classes
+    for split in ("train", "val"):
+        k400.run(
+            f"python -m tea_jax.data.prepare frames --list data/kinetics400/{split}.txt "
+            "--root ~/datasets/kinetics400 --output data/kinetics400/frames --short_side 256",
+            "--workers",
+            "1",
+        )
+        k400.check_list(f"data/kinetics400/frames/{split}.txt", classes, frames=True)
+    k400.run(
+        "python -m tea_jax.data.prepare arrayrecord --kind videos --list data/kinetics400/val.txt "
+        "--root ~/datasets/kinetics400 --output data/kinetics400/arrayrecord --split val "
+        "--num_classes 400",
+        "--workers",
+        "1",
+    )
+    k400.check_records("data/kinetics400/arrayrecord", "val", classes)
+    report = k400.train_eval(
+        "configs/kinetics_tea16.py", "runs/kinetics_tea16", "data/kinetics400/classes.txt"
+    )
+    assert report["num_videos"] == 6
+
+
+SOMETHING = ["Pushing something from left to right", "Holding something", "Tearing something"]
+
+
+def test_something_something_v1(tmp_path, jax_cache):
+    ss1 = Replica(tmp_path / "ssv1", "something-something-v1", jax_cache)
+    os.makedirs(ss1.manual)
+    annotated = SOMETHING + fillers(171, "Zz something ")
+    (ss1.manual / "something-something-v1-labels.csv").write_text("\n".join(annotated) + "\n")
+    rows = {"train": [], "validation": []}
+    for label, name in enumerate(SOMETHING):
+        for k, split in enumerate(("train", "train", "validation", "validation")):
+            video_id = str(100 + 10 * label + k)
+            write_clip(str(ss1.manual / "20bn-something-something-v1" / f"{video_id}.jpg"), label)
+            ss1.label_of[video_id] = name
+            rows[split].append(f"{video_id};{name}\n")
+    for split, lines in rows.items():
+        (ss1.manual / f"something-something-v1-{split}.csv").write_text("".join(lines))
+    classes = sorted(annotated)  # the released gen_label_sthv1.py sorts the label CSV
+
+    ss1.run(
+        "python -m tea_jax.data.prepare lists --dataset something_something_v1 "
+        "--manual_dir ~/datasets/something-something-v1 --output data/something-something-v1"
+    )
+    assert read_class_names(str(ss1.work / "data/something-something-v1/classes.txt")) == classes
+    for split in ("train", "val"):
+        ss1.check_list(f"data/something-something-v1/{split}.txt", classes, frames=True)
+    ss1.run(
+        "python -m tea_jax.data.prepare arrayrecord --kind frames "
+        "--list data/something-something-v1/train.txt --template {:05d}.jpg "
+        "--output data/something-something-v1/arrayrecord --split train --num_classes 174",
+        "--workers",
+        "1",
+    )
+    reader = records.open_shards(
+        records.shard_paths(str(ss1.work / "data/something-something-v1/arrayrecord"), "train")
+    )
+    for i in range(len(reader)):
+        example = records.decode(reader[i])
+        name = ss1.label_of[os.path.basename(example["id"])]
+        assert example["label"] == classes.index(name)
+    ss1.run(
+        "python -m tea_jax.data.prepare tfds --dataset something_something_v1 "
+        "--manual_dir ~/datasets/something-something-v1 --data_dir ~/tensorflow_datasets",
+        "--workers",
+        "1",
+    )
+    ss1.check_tfds("something_something_v1_jpeg", classes)
+    report = ss1.train_eval(
+        "configs/sthv1_tea8.py", "runs/sthv1_tea8", "data/something-something-v1/classes.txt"
+    )
+    assert report["num_videos"] == 6
+
+
+def test_something_something_v2(tmp_path, jax_cache):
+    ss2 = Replica(tmp_path / "ssv2", "something-something-v2", jax_cache)
+    os.makedirs(ss2.manual)
+    # The labels JSON numbers the templates; its order is neither alphabetical nor the file's.
+    annotated = fillers(171, "Zz something ") + SOMETHING
+    index = {name: (7 * i) % 174 for i, name in enumerate(annotated)}
+    (ss2.manual / "something-something-v2-labels.json").write_text(
+        json.dumps({name: str(i) for name, i in index.items()})
+    )
+    rows = {"train": [], "validation": []}
+    for label, name in enumerate(SOMETHING):
+        template = name.replace("something", "[something]")
+        for k, split in enumerate(("train", "train", "validation", "validation")):
+            video_id = str(1 + 10 * label + k)
+            write_clip(str(ss2.manual / "20bn-something-something-v2" / f"{video_id}.webm"), k)
+            ss2.label_of[video_id] = name
+            rows[split].append({"id": video_id, "label": name, "template": template})
+    for split, items in rows.items():
+        (ss2.manual / f"something-something-v2-{split}.json").write_text(json.dumps(items))
+    classes = sorted(annotated, key=index.get)
+
+    ss2.run(
+        "python -m tea_jax.data.prepare lists --dataset something_something_v2 "
+        "--manual_dir ~/datasets/something-something-v2 --output data/something-something-v2"
+    )
+    assert read_class_names(str(ss2.work / "data/something-something-v2/classes.txt")) == classes
+    for split in ("train", "val"):
+        ss2.run(
+            f"python -m tea_jax.data.prepare frames --list data/something-something-v2/{split}.txt "
+            "--root ~/datasets/something-something-v2/20bn-something-something-v2 "
+            "--output data/something-something-v2/frames --short_side 256",
+            "--workers",
+            "1",
+        )
+        ss2.check_list(f"data/something-something-v2/frames/{split}.txt", classes, frames=True)
+    ss2.run(
+        "python -m tea_jax.data.prepare tfds --dataset something_something_v2 "
+        "--manual_dir ~/datasets/something-something-v2 --data_dir ~/tensorflow_datasets",
+        "--workers",
+        "1",
+    )
+    ss2.check_tfds("something_something_v2_jpeg", classes)
+    report = ss2.train_eval(
+        "configs/sthv2_tea16.py", "runs/sthv2_tea16", "data/something-something-v2/classes.txt"
+    )
+    assert report["num_videos"] == 6
+    ss2.check_prediction(
+        "runs/sthv2_tea16",
+        "~/datasets/something-something-v2/20bn-something-something-v2/1.webm",
+        classes,
+    )
