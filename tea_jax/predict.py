@@ -48,7 +48,8 @@ def load_clips(
     return np.stack([transforms.crop_resize(c, box, short_side, image_size) for c in clips])
 
 
-def _defaults(checkpoint: str) -> tuple[dict, list[str] | None]:
+def read_preprocessing(checkpoint: str) -> tuple[dict, list[str] | None]:
+    """The ``preprocess.json`` options and ``classes.txt`` names beside a model, if present."""
     preprocess, names = {}, None
     path = os.path.join(checkpoint, PREPROCESS_FILE)
     if os.path.exists(path):
@@ -85,7 +86,7 @@ class Predictor:
         from tea_jax.train.step import eval_step
 
         self.model, self.variables = load_model(checkpoint)
-        preprocess, self.names = _defaults(checkpoint)
+        preprocess, self.names = read_preprocessing(checkpoint)
         if labels:
             with open(labels) as f:
                 self.names = [line.strip() for line in f if line.strip()]
