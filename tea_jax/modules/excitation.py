@@ -54,7 +54,9 @@ class MotionExcitation(nn.Module):
         y = self.norm(name="bn_expand")(
             conv1x1(channels, dtype=self.dtype, name="conv_expand")(motion)
         )
-        gate = excitation_gate(y, self.variant)[:, None, None, :].astype(x.dtype)
+        gate = excitation_gate(y, self.variant)
+        self.sow("intermediates", "gate", gate)  # (N*T, C), for `tea_jax.visualize`.
+        gate = gate[:, None, None, :].astype(x.dtype)
         return x + x * gate if self.residual else x * gate
 
 

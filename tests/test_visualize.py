@@ -1,0 +1,83 @@
+"""`tea_jax.visualize` on a briefly trained reduced TEA: the heat map finds the synthetic shape.
+
+The network of `configs/synthetic_tea8.py` is trained in memory on clips rendered by the
+synthetic generator (no video files, no input pipeline) for a few dozen steps: enough for its
+Grad-CAM to follow the moving shape, not to learn the time-reversed pairs.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import tea_jax
+from bench.heatmap_hit_rate import chance_hits, object_boxes
+from tea_jax import visualize
+from tea_jax.data import normalize, sampling, synthetic
+
+T = 8
+SIZE = 64
+STEPS = 60
+BATCH = 16
+OPTIONS = {"stage_sizes": (1, 1, 1, 1), "width_multiplier": 0.25, "dropout_rate": 0.0}
+
+
+def _clips(split, count):
+    """`count` base videos of `split` and their reversals: uint8 (2 count, T, 64, 64, 3), labels."""
+    clips, labels = [], []
+    for index in range(count):
+        pair, frames = synthetic.generate_pair(synthetic.SyntheticOptions(), split, index)
+        for reverse in (False, True):
+            video = frames[::-1] if reverse else frames
+            clips.append(video[sampling.test_indices(len(video), T)[0]])
+            labels.append(2 * pair + reverse)
+    return np.stack(clips), np.asarray(labels)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """(model, variables, val clips, val labels) after STEPS AdamW steps."""
+    model = tea_jax.create_model("tea50", num_classes=8, num_segments=T, **OPTIONS)
+    variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, T, SIZE, SIZE, 3)))
+    optimizer = optax.adamw(1e-3, weight_decay=1e-4)
+    opt_state = optimizer.init(variables["params"])
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def step(variables, opt_state, video, labels):
+        def loss_fn(params):
+            logits, updates = model.apply(
+                {**variables, "params": params},
+                normalize(video),
+                train=True,
+                mutable=["batch_stats"],
+            )
+            loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+            return loss, updates
+
+        grads, updates = jax.grad(loss_fn, has_aux=True)(variables["params"])
+        changes, opt_state = optimizer.update(grads, opt_state, variables["params"])
+        params = optax.apply_updates(variables["params"], changes)
+        return {"params": params, **updates}, opt_state
+
+    clips, labels = _clips("train", STEPS * BATCH // 2)
+    order = np.random.default_rng(0).permutation(len(clips))
+    for i in range(STEPS):
+        batch = order[i * BATCH : (i + 1) * BATCH]
+        variables, opt_state = step(variables, opt_state, clips[batch], labels[batch])
+    return (model, variables, *_clips("val", 24))
+
+
+def test_heat_map_peak_on_the_shape(trained):
+    model, variables, clips, _ = trained
+    hits, chance = [], []
+    for clip in clips:
+        explanation = visualize.explain(model, variables, clip)
+        boxes = object_boxes(clip)
+        hits.append(visualize.peak_hits(explanation.cam, boxes, SIZE))
+        chance.append(chance_hits(boxes, explanation.cam.shape[1:], SIZE))
+    rate, chance_rate = np.mean(hits), np.mean(chance)
+    print(f"peak on the shape in {100 * rate:.1f}% of frames, chance {100 * chance_rate:.1f}%")
+    assert rate >= 0.75 and rate >= chance_rate + 0.3, (rate, chance_rate)
