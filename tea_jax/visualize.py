@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import os
 import sys
 from collections.abc import Sequence
@@ -96,6 +97,7 @@ def _stage_gates(intermediates, num_segments: int) -> dict[int, jax.Array]:
     return {stage: jnp.mean(jnp.stack(g), axis=0) for stage, g in sorted(per_stage.items())}
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def _explain(model, variables, clip, requested):
     video = normalize(clip[None])
     shape = jax.eval_shape(lambda: _forward(model, variables, video, 0.0)[1]).shape
@@ -137,8 +139,8 @@ def explain(
     requested = -1 if class_index is None else class_index
     if not -1 <= requested < model.num_classes:
         raise ValueError(f"class {class_index} is outside [0, {model.num_classes})")
-    fn = jax.jit(lambda v, c, r: _explain(model, v, c, r))
-    out = jax.tree.map(np.asarray, fn(variables, jnp.asarray(clip), jnp.int32(requested)))
+    out = _explain(model, variables, jnp.asarray(clip), jnp.int32(requested))
+    out = jax.tree.map(np.asarray, out)
     return Explanation(
         probabilities=out["probabilities"],
         class_index=int(out["class_index"]),

@@ -15,12 +15,14 @@ import pytest
 
 import tea_jax
 from bench.heatmap_hit_rate import chance_hits, object_boxes
-from tea_jax import visualize
+from tea_jax import checkpoint, visualize
 from tea_jax.data import normalize, sampling, synthetic
+from tea_jax.data.video import VideoFile, write_video
 
 T = 8
 SIZE = 64
-STEPS = 60
+STEPS = 200
+TRAIN_VIDEOS = 400
 BATCH = 16
 OPTIONS = {"stage_sizes": (1, 1, 1, 1), "width_multiplier": 0.25, "dropout_rate": 0.0}
 
@@ -62,12 +64,12 @@ def trained():
         params = optax.apply_updates(variables["params"], changes)
         return {"params": params, **updates}, opt_state
 
-    clips, labels = _clips("train", STEPS * BATCH // 2)
-    order = np.random.default_rng(0).permutation(len(clips))
-    for i in range(STEPS):
-        batch = order[i * BATCH : (i + 1) * BATCH]
+    clips, labels = _clips("train", TRAIN_VIDEOS)
+    rng = np.random.default_rng(0)
+    for _ in range(STEPS):
+        batch = rng.choice(len(clips), BATCH, replace=False)
         variables, opt_state = step(variables, opt_state, clips[batch], labels[batch])
-    return (model, variables, *_clips("val", 24))
+    return (model, variables, *_clips("val", 16))
 
 
 def test_heat_map_peak_on_the_shape(trained):
@@ -81,3 +83,50 @@ def test_heat_map_peak_on_the_shape(trained):
     rate, chance_rate = np.mean(hits), np.mean(chance)
     print(f"peak on the shape in {100 * rate:.1f}% of frames, chance {100 * chance_rate:.1f}%")
     assert rate >= 0.75 and rate >= chance_rate + 0.3, (rate, chance_rate)
+
+
+def test_explanation_and_command_line(trained, tmp_path):
+    """Contributions add up to the logit; `--class` picks the class; the PNG and mp4 are written."""
+    model, variables, clips, _ = trained
+    explanation = visualize.explain(model, variables, clips[0], class_index=3)
+    assert explanation.class_index == 3 and explanation.cam.shape == (T, 2, 2)
+    np.testing.assert_allclose(
+        explanation.contributions.sum() + explanation.bias, explanation.logit, rtol=1e-4, atol=1e-5
+    )
+    assert sorted(explanation.gates) == [1, 2, 3, 4]
+    assert all(g.shape == (T,) and np.all(np.abs(g) < 0.5) for g in explanation.gates.values())
+
+    checkpoint.save_model(
+        tmp_path / "model", "tea50", {"num_classes": 8, "num_segments": T, **OPTIONS}, variables
+    )
+    (tmp_path / "model" / "classes.txt").write_text("\n".join(synthetic.CLASSES) + "\n")
+    (tmp_path / "model" / "preprocess.json").write_text('{"image_size": 64, "short_side": 64}')
+    write_video(str(tmp_path / "clip.mp4"), clips[1])
+    visualize.main(
+        [
+            str(tmp_path / "clip.mp4"),
+            "--checkpoint",
+            str(tmp_path / "model"),
+            "--output",
+            str(tmp_path / "out.png"),
+            "--mp4",
+            str(tmp_path / "out.mp4"),
+            "--class",
+            "shrinking",
+        ]
+    )
+    assert (tmp_path / "out.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with VideoFile(str(tmp_path / "out.mp4")) as video:
+        assert video.num_frames == T
+    with pytest.raises(SystemExit, match="neither a class name nor an index"):
+        visualize.main(
+            [
+                str(tmp_path / "clip.mp4"),
+                "--checkpoint",
+                str(tmp_path / "model"),
+                "--output",
+                str(tmp_path / "x.png"),
+                "--class",
+                "jumping",
+            ]
+        )
