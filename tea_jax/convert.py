@@ -1,5 +1,6 @@
-"""Converts PyTorch weights into tea_jax model checkpoints.
+"""Converts PyTorch weights (safetensors or .pth files) into tea_jax model checkpoints.
 
+  python -m tea_jax.convert res2net50 --input model.safetensors --output CKPT_DIR
   python -m tea_jax.convert res2net50 --input res2net50_26w_4s-06e79181.pth --output CKPT_DIR
   python -m tea_jax.convert resnet50 --input resnet50-0676ba61.pth --output CKPT_DIR
   python -m tea_jax.convert tea --input ckpt.best.pth.tar --num-segments 8 --output CKPT_DIR [--model tea50]
@@ -11,16 +12,25 @@ one frame per clip, the initialisation of the video models (`tea_jax.checkpoint.
 `state_dict` has keys `module.base_model.<backbone key>` and `module.new_fc.*`; the bare state
 dict and keys without `module.` are accepted too) and writes a `tea50` (or `--model`) checkpoint.
 
+Safetensors files (recognised by their header, whatever their name) are read with the
+`safetensors` package's NumPy API and need no PyTorch: the Hugging Face Hub's `model.safetensors`
+of timm's `res2net50_26w_4s.in1k` and `resnet50.tv_in1k` (timm names these modules as the
+Res2Net and torchvision code do), or any of the state dicts above saved with
+`safetensors.torch.save_file`. Leading `module.` (`nn.DataParallel`) and `model.` (wrappers such
+as Lightning modules) prefixes are removed.
+
 Every PyTorch array is used exactly once (`num_batches_tracked` counters are dropped) and every
-model array must be filled, else the conversion fails naming the offending keys. PyTorch is only
-needed here, to read the `.pth` file, and it is read with `weights_only=True`.
+model array must be filled, else the conversion fails naming the offending keys. PyTorch is
+needed only for `.pth` files, which are read with `weights_only=True`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
+import struct
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -64,37 +74,55 @@ _BLOCK_INDEXED = (
 )
 _BLOCK = re.compile(r"layer(\d+)\.(\d+)\.(.+)")
 _MAX_LISTED = 12
+_WRAPPER_PREFIXES = ("module.", "model.")
+# A safetensors file starts with the length of its JSON header (little-endian uint64), then `{`.
+_SAFETENSORS_HEADER = struct.Struct("<Q")
 
 
 class ConversionError(ValueError):
     """A PyTorch file that cannot be converted; the message names the file and the reason."""
 
 
-def _import_torch():
+def _import_torch(path: str):
     try:
         import torch
     except ImportError as e:
         raise ConversionError(
-            "Reading PyTorch .pth files needs PyTorch (`pip install torch`, the CPU build is "
-            "enough). Converted checkpoints load without it."
+            f"{path}: reading PyTorch .pth files needs PyTorch (`pip install torch`, the CPU build "
+            "is enough). Without it, convert a safetensors file instead: timm's weights on the "
+            "Hugging Face Hub come as `model.safetensors`, and a .pth state dict becomes one with "
+            "`safetensors.torch.save_file(torch.load(path, weights_only=True), 'model.safetensors')` "
+            "wherever PyTorch is installed. Converted checkpoints load without it."
         ) from e
     return torch
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Reads a PyTorch checkpoint as a flat dict of numpy arrays.
+def is_safetensors(path: str) -> bool:
+    """Whether the file starts with a safetensors header (a length, then a JSON object)."""
+    with open(path, "rb") as f:
+        head = f.read(_SAFETENSORS_HEADER.size + 1)
+    if len(head) < _SAFETENSORS_HEADER.size + 1:
+        return False
+    (length,) = _SAFETENSORS_HEADER.unpack(head[:-1])
+    return head[-1:] == b"{" and length <= os.path.getsize(path) - _SAFETENSORS_HEADER.size
 
-    Accepts a bare state dict or a dict with a `state_dict` entry (the TEA training checkpoint),
-    with or without the `module.` prefix of `nn.DataParallel`, which is removed.
 
-    Raises:
-      FileNotFoundError: no such file.
-      ConversionError: unreadable, truncated, needing arbitrary unpickling, or no state dict.
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such file")
-    torch = _import_torch()
+def _read_safetensors(path: str) -> dict[str, np.ndarray]:
+    """Reads every tensor of a safetensors file with NumPy (bfloat16 through `ml_dtypes`)."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    try:
+        return load_file(path)
+    except (SafetensorError, json.JSONDecodeError, ValueError, TypeError) as e:
+        raise ConversionError(
+            f"{path} is not a readable safetensors file (truncated or corrupted?): {e}"
+        ) from e
+
+
+def _read_pth(path: str) -> Any:
+    """Unpickles a `.pth` file with `weights_only=True`; tensors become NumPy arrays."""
+    torch = _import_torch(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -119,10 +147,43 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
                 f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor; "
                 "expected a state dict or a dict with a 'state_dict' entry."
             )
-        name = key.removeprefix("module.")
+        state[key] = value.float().numpy() if value.is_floating_point() else value.numpy()
+    return state
+
+
+def _strip_wrappers(key: str) -> str:
+    while key.startswith(_WRAPPER_PREFIXES):
+        key = key.split(".", 1)[1]
+    return key
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Reads a safetensors or PyTorch checkpoint as a flat dict of numpy arrays.
+
+    Accepts a bare state dict or (`.pth`) a dict with a `state_dict` entry (the TEA training
+    checkpoint). Leading `module.` / `model.` prefixes are removed; floating-point arrays
+    become float32.
+
+    Raises:
+      FileNotFoundError: no such file.
+      ConversionError: unreadable, truncated, needing arbitrary unpickling, no state dict, or a
+        `.pth` file without PyTorch installed.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    raw = _read_safetensors(path) if is_safetensors(path) else _read_pth(path)
+    if not raw:
+        raise ConversionError(f"{path} holds no tensors.")
+    state = {}
+    for key, value in raw.items():
+        name = _strip_wrappers(key)
         if name in state:
-            raise ConversionError(f"{path}: key {name!r} appears with and without 'module.'.")
-        state[name] = value.float().numpy() if value.is_floating_point() else value.numpy()
+            raise ConversionError(
+                f"{path}: key {name!r} appears with and without a 'module.'/'model.' prefix."
+            )
+        floating = value.dtype.kind in "fV"  # ml_dtypes' bfloat16 is of kind "V".
+        state[name] = value.astype(np.float32) if floating else value
     return state
 
 
@@ -294,11 +355,11 @@ def convert(
     num_segments: int | None = None,
     model_name: str | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """Converts a PyTorch file into a model checkpoint directory.
+    """Converts a PyTorch or safetensors file into a model checkpoint directory.
 
     Args:
       kind: `res2net50`, `resnet50` (ImageNet classifiers) or `tea` (TEA training checkpoint).
-      input_path: the `.pth` / `.pth.tar` file.
+      input_path: the `.safetensors`, `.pth` or `.pth.tar` file.
       output_dir: the checkpoint directory to write (must not hold a checkpoint).
       num_segments: frames per clip of the TEA model (required for `tea`, not stored in files).
       model_name: registry model of a `tea` checkpoint (default `tea50`).
@@ -344,14 +405,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Command line entry point (see the module docstring)."""
     parser = argparse.ArgumentParser(
         prog="python -m tea_jax.convert",
-        description="Convert PyTorch weights into a tea_jax model checkpoint.",
+        description="Convert PyTorch weights (safetensors or .pth) into a tea_jax model checkpoint.",
     )
     parser.add_argument(
         "kind",
         choices=("res2net50", "resnet50", "tea"),
         help="res2net50 / resnet50: ImageNet classifier; tea: TEA training checkpoint",
     )
-    parser.add_argument("--input", required=True, help="PyTorch .pth / .pth.tar file")
+    parser.add_argument("--input", required=True, help=".safetensors, .pth or .pth.tar file")
     parser.add_argument("--output", required=True, help="checkpoint directory to write")
     parser.add_argument("--num-segments", type=int, help="frames per clip (tea only)")
     parser.add_argument("--model", help="registry model of a tea checkpoint (default tea50)")

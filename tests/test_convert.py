@@ -186,6 +186,92 @@ def test_load_model_without_torch(tea8):
     assert_close_logits(np.load(directory.parent / "logits.npy"), logits)
 
 
+def _assert_same_variables(actual_dir, expected_dir):
+    actual = jax.tree.leaves_with_path(checkpoint.read_variables(actual_dir))
+    expected = jax.tree.leaves_with_path(checkpoint.read_variables(expected_dir))
+    assert [p for p, _ in actual] == [p for p, _ in expected]
+    for (path, a), (_, e) in zip(actual, expected, strict=True):
+        assert a.dtype == e.dtype, path
+        np.testing.assert_array_equal(a, e, err_msg=str(path))
+
+
+def test_tea_from_safetensors_without_torch(tea8, tmp_path):
+    """The training checkpoint's state dict as safetensors converts where torch cannot be imported.
+
+    The variables equal those converted from the .pth file, and a .pth file there fails with a
+    message naming the safetensors route.
+    """
+    from safetensors.torch import save_file
+
+    directory, _, _ = tea8
+    pth = directory.parent / "ckpt.best.pth.tar"
+    save_file(torch.load(pth, weights_only=True)["state_dict"], tmp_path / "tea.safetensors")
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["torch"] = None  # Any import of torch fails.
+        from tea_jax import convert
+        convert.main(["tea", "--input", {str(tmp_path / "tea.safetensors")!r},
+                      "--output", {str(tmp_path / "jax")!r}, "--num-segments", "8"])
+        try:
+            convert.read_state_dict({str(pth)!r})
+        except convert.ConversionError as e:
+            assert "needs PyTorch" in str(e) and "safetensors" in str(e), e
+        else:
+            raise AssertionError("read a .pth file without PyTorch")
+        assert sys.modules["torch"] is None
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=REPO, timeout=300)
+    _assert_same_variables(tmp_path / "jax", directory)
+
+
+@pytest.mark.parametrize("prefix", ["", "model."])
+def test_res2net50_from_safetensors(res2net_file, tmp_path, prefix):
+    """timm's hub files use the Res2Net key names; a `model.` wrapper prefix is removed."""
+    from safetensors.numpy import save_file
+
+    path, _, _ = res2net_file
+    state = torch.load(path, weights_only=True)
+    save_file({prefix + k: v.numpy() for k, v in state.items()}, tmp_path / "model.safetensors")
+    run_convert("res2net50", tmp_path / "model.safetensors", tmp_path / "from_safetensors")
+    run_convert("res2net50", path, tmp_path / "from_pth")
+    _assert_same_variables(tmp_path / "from_safetensors", tmp_path / "from_pth")
+
+
+def test_resnet50_from_bfloat16_safetensors(tmp_path):
+    """Half-precision files are read (bfloat16 through ml_dtypes) and stored as float32."""
+    from safetensors.torch import save_file
+
+    model = tr.resnet50(num_classes=9, **REDUCED)
+    tr.randomize_(model, 7)
+    state = {k: v.bfloat16() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    save_file(state, tmp_path / "model.safetensors")
+    torch.save(
+        {k: v.float() if v.is_floating_point() else v for k, v in state.items()},
+        tmp_path / "model.pth",
+    )
+    run_convert("resnet50", tmp_path / "model.safetensors", tmp_path / "from_safetensors")
+    run_convert("resnet50", tmp_path / "model.pth", tmp_path / "from_pth")
+    _assert_same_variables(tmp_path / "from_safetensors", tmp_path / "from_pth")
+
+
+def test_truncated_safetensors(res2net_file, tmp_path, capsys):
+    from safetensors.numpy import save_file
+
+    path, _, _ = res2net_file
+    state = torch.load(path, weights_only=True)
+    save_file({k: v.numpy() for k, v in state.items()}, tmp_path / "model.safetensors")
+    data = (tmp_path / "model.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    _fails(
+        ["res2net50", "--input", tmp_path / "cut.safetensors", "--output", tmp_path / "out"],
+        capsys,
+        str(tmp_path / "cut.safetensors"),
+        "not a readable safetensors file",
+    )
+
+
 def test_res2net50_imagenet_parity(res2net_file, tmp_path):
     path, images, logits = res2net_file
     run_convert("res2net50", path, tmp_path / "jax")

@@ -57,7 +57,9 @@ class MotionExcitation(nn.Module):
         y = self.norm(name="bn_expand", dtype=jnp.float32)(
             conv1x1(channels, dtype=jnp.float32, name="conv_expand")(motion)
         )
-        gate = excitation_gate(y, self.variant)[:, None, None, :].astype(x.dtype)
+        gate = excitation_gate(y, self.variant)
+        self.sow("intermediates", "gate", gate)  # (N*T, C), for `tea_jax.visualize`.
+        gate = gate[:, None, None, :].astype(x.dtype)
         return x + x * gate if self.residual else x * gate
 
 
