@@ -12,7 +12,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from tea_jax.train import checkpointing, distributed, trainer
+from tea_jax.train import distributed, state_checkpoints, trainer
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
@@ -29,8 +29,8 @@ def main(argv):
         results = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     except (
         trainer.WorkdirError,
-        checkpointing.CheckpointError,
-        checkpointing.CheckpointSaveError,
+        state_checkpoints.CheckpointError,
+        state_checkpoints.CheckpointSaveError,
     ) as e:
         raise SystemExit(f"Error: {e}") from None
     if results and jax.process_index() == 0:

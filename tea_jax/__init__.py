@@ -1,7 +1,7 @@
 """TEA: Temporal Excitation and Aggregation for action recognition, in JAX/Flax."""
 
-from tea_jax.models import MODELS, count_params, create_model
 from tea_jax.modules import MotionExcitation, MultipleTemporalAggregation, TemporalConv
+from tea_jax.registry import MODELS, count_params, create_model
 
 __all__ = [
     "MODELS",
@@ -16,7 +16,7 @@ __all__ = [
 
 def __getattr__(name: str):
     if name == "load_model":
-        from tea_jax.checkpoint import load_model
+        from tea_jax.model_files import load_model
 
         return load_model
     raise AttributeError(f"module 'tea_jax' has no attribute {name!r}")

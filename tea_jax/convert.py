@@ -7,7 +7,7 @@
 
 `res2net50` and `resnet50` take ImageNet classifiers (Res2Net-50 26w_4s of the official Res2Net
 repository; torchvision's ResNet-50) and write `tsn_res2net50` / `tsn_resnet50` checkpoints with
-one frame per clip, the initialisation of the video models (`tea_jax.checkpoint.init_from`).
+one frame per clip, the initialisation of the video models (`tea_jax.model_files.init_from`).
 `tea` takes a checkpoint of the released TEA training code (`torch.save` of a dict whose
 `state_dict` has keys `module.base_model.<backbone key>` and `module.new_fc.*`; the bare state
 dict and keys without `module.` are accepted too) and writes a `tea50` (or `--model`) checkpoint.
@@ -38,8 +38,8 @@ from typing import Any
 import flax
 import numpy as np
 
-from tea_jax.checkpoint import abstract_variables, save_model
-from tea_jax.models import create_model
+from tea_jax.model_files import abstract_variables, save_model
+from tea_jax.registry import create_model
 
 IMAGENET_MODELS = {"res2net50": "tsn_res2net50", "resnet50": "tsn_resnet50"}
 FULL_STAGE_SIZES = (3, 4, 6, 3)

@@ -31,9 +31,9 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from tea_jax.checkpoint import load_model
 from tea_jax.data.normalization import IMAGENET_MEAN, IMAGENET_STD, normalize
 from tea_jax.inference import read_preprocessing
+from tea_jax.model_files import load_model
 
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 DEFAULT_PLATFORMS = ("cpu", "cuda", "tpu")

@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 from jax.extend import core
 
-from tea_jax.models import MODELS, count_params, create_model
 from tea_jax.modules.layers import SHIFTED_CONV_SCOPE
+from tea_jax.registry import MODELS, count_params, create_model
 
 
 def _conv_macs(eqn: Any) -> int:

@@ -21,11 +21,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from tea_jax import inference
-from tea_jax.checkpoint import load_model
 from tea_jax.data.errors import DataError
 from tea_jax.data.listfiles import Entry, read_class_names
 from tea_jax.data.pipeline import EvalReader
 from tea_jax.data.sources import VideoFileSource
+from tea_jax.model_files import load_model
 
 
 class Predictor:

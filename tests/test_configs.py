@@ -69,11 +69,10 @@ def test_paper_recipe(name):
 
 @pytest.mark.parametrize("model", ABLATION_MODELS)
 def test_ablation_configs_build_their_model_and_optimizer(model):
-    from tea_jax.train import model as model_lib
-    from tea_jax.train import optim
+    from tea_jax.train import model_setup, optim
 
     config = load_config("sthv1_ablation", model)
-    net = model_lib.build_model(config, config.data.num_classes)
+    net = model_setup.build_model(config, config.data.num_classes)
     video = jax.ShapeDtypeStruct((1, config.num_segments, 32, 32, 3), jnp.float32)
     key = jax.random.key(0)
     shapes = jax.eval_shape(
@@ -210,9 +209,8 @@ def _main(outdir):
     import numpy as np
 
     import tea_jax
-    from tea_jax.checkpoint import abstract_variables, read_variables, save_model
-    from tea_jax.train import logging as log_lib
-    from tea_jax.train import trainer
+    from tea_jax.model_files import abstract_variables, read_variables, save_model
+    from tea_jax.train import reporting, trainer
 
     # A "Kinetics" checkpoint with another class count, to fine-tune from.
     source = dict(num_classes=10, num_segments=2, stage_sizes=(1, 1, 1, 1), width_multiplier=0.25)
@@ -228,7 +226,7 @@ def _main(outdir):
         config = shrink(load_config(name), init_from=pretrained)
         workdir = os.path.join(outdir, name)
         val = trainer.train_and_evaluate(config, workdir, create_loader=fake_loader.create_loader)
-        train = [r for r in log_lib.read_metrics(workdir) if r["split"] == "train"]
+        train = [r for r in reporting.read_metrics(workdir) if r["split"] == "train"]
         results[name] = {"losses": [r["loss"] for r in train], "top1": val["top1"]}
         if config.model_options.partial_bn:
             trained = read_variables(os.path.join(workdir, "model"))

@@ -21,7 +21,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import tea_jax  # noqa: E402
-from tea_jax import checkpoint, convert  # noqa: E402
+from tea_jax import convert, model_files  # noqa: E402
 from tests import torch_reference as tr  # noqa: E402
 
 # State-dict layouts (key, shape, dtype) of the released Res2Net-50 and TEA models.
@@ -82,7 +82,7 @@ def save_tea_checkpoint(path, num_segments, num_classes=7, seed=0, **arch):
 
 
 def _logits(directory, video):
-    model, variables = checkpoint.load_model(directory)
+    model, variables = model_files.load_model(directory)
     return np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, video))
 
 
@@ -130,7 +130,7 @@ def test_reference_reproduces_released_layouts():
 
 def test_tea_parity_8_frames(tea8):
     directory, video, logits = tea8
-    with open(directory / checkpoint.MODEL_FILE) as f:
+    with open(directory / model_files.MODEL_FILE) as f:
         info = json.load(f)
     assert info == {
         "name": "tea50",
@@ -187,8 +187,8 @@ def test_load_model_without_torch(tea8):
 
 
 def _assert_same_variables(actual_dir, expected_dir):
-    actual = jax.tree.leaves_with_path(checkpoint.read_variables(actual_dir))
-    expected = jax.tree.leaves_with_path(checkpoint.read_variables(expected_dir))
+    actual = jax.tree.leaves_with_path(model_files.read_variables(actual_dir))
+    expected = jax.tree.leaves_with_path(model_files.read_variables(expected_dir))
     assert [p for p, _ in actual] == [p for p, _ in expected]
     for (path, a), (_, e) in zip(actual, expected, strict=True):
         assert a.dtype == e.dtype, path
@@ -275,7 +275,7 @@ def test_truncated_safetensors(res2net_file, tmp_path, capsys):
 def test_res2net50_imagenet_parity(res2net_file, tmp_path):
     path, images, logits = res2net_file
     run_convert("res2net50", path, tmp_path / "jax")
-    model, variables = checkpoint.load_model(tmp_path / "jax", num_classes=11, num_segments=1)
+    model, variables = model_files.load_model(tmp_path / "jax", num_classes=11, num_segments=1)
     assert model.num_segments == 1
     assert_close_logits(np.asarray(model.apply(variables, _nhwc(images)[:, None])), logits)
 
@@ -287,7 +287,7 @@ def test_resnet50_imagenet_parity(tmp_path):
     state = {k: v for k, v in model.state_dict().items() if "num_batches_tracked" not in k}
     torch.save(state, tmp_path / "resnet50.pth")
     run_convert("resnet50", tmp_path / "resnet50.pth", tmp_path / "jax")
-    model, variables = checkpoint.load_model(tmp_path / "jax")
+    model, variables = model_files.load_model(tmp_path / "jax")
     assert_close_logits(np.asarray(model.apply(variables, _nhwc(images)[:, None])), logits)
 
 
@@ -297,13 +297,13 @@ def test_init_tea50_from_converted_res2net(res2net_file, tmp_path, capsys):
     model = tea_jax.create_model("tea50", num_classes=5, num_segments=8, **REDUCED_OPTIONS)
     fresh = jax.tree.map(
         lambda s: np.random.default_rng(0).normal(size=s.shape).astype(s.dtype),
-        checkpoint.abstract_variables(model, 8),
+        model_files.abstract_variables(model, 8),
     )
-    variables, summary = checkpoint.init_from(fresh, tmp_path / "imagenet", model_name="tea50")
+    variables, summary = model_files.init_from(fresh, tmp_path / "imagenet", model_name="tea50")
     printed = capsys.readouterr().out
     assert "new (left at initialisation)" in printed and "layer*/me/conv_reduce" in printed
 
-    imagenet = checkpoint.read_variables(tmp_path / "imagenet")
+    imagenet = model_files.read_variables(tmp_path / "imagenet")
     new_modules = {p.split("/")[2] for p in summary.new if p.startswith("params/layer")}
     assert new_modules == {"me"} | {"mta"}  # ME and the temporal convs of MTA.
     assert {p for p in summary.new if "/mta/" in p} == {
@@ -333,7 +333,7 @@ def test_tea_parity_full_size(tmp_path):
     arch = {"stage_sizes": tr.FULL_STAGE_SIZES, "stem_width": 64, "planes": tr.FULL_PLANES}
     video, logits = save_tea_checkpoint(tmp_path / "full.pth.tar", 8, num_classes=400, **arch)
     run_convert("tea", tmp_path / "full.pth.tar", tmp_path / "jax", "--num-segments", 8)
-    with open(tmp_path / "jax" / checkpoint.MODEL_FILE) as f:
+    with open(tmp_path / "jax" / model_files.MODEL_FILE) as f:
         assert json.load(f)["options"] == {
             "num_classes": 400,
             "num_segments": 8,
@@ -450,23 +450,23 @@ def test_unknown_and_missing_keys(res2net_file, tmp_path, capsys):
 def test_wrong_segments_or_classes_at_load(tea8, tmp_path):
     directory, _, _ = tea8
     with pytest.raises(ValueError, match="num_segments=8, but num_segments=16 was requested"):
-        checkpoint.load_model(directory, num_segments=16)
+        model_files.load_model(directory, num_segments=16)
     with pytest.raises(ValueError, match="num_classes=7, but num_classes=400 was requested"):
-        checkpoint.load_model(directory, num_classes=400)
-    model, variables = checkpoint.load_model(directory)
+        model_files.load_model(directory, num_classes=400)
+    model, variables = model_files.load_model(directory)
     with pytest.raises(ValueError, match="num_segments=8"):
         model.apply(variables, jnp.zeros((1, 16, SIZE, SIZE, 3)))
 
     edited = tmp_path / "edited"
     edited.mkdir()
-    os.symlink(directory / checkpoint.VARIABLES_DIR, edited / checkpoint.VARIABLES_DIR)
-    info = json.loads((directory / checkpoint.MODEL_FILE).read_text())
+    os.symlink(directory / model_files.VARIABLES_DIR, edited / model_files.VARIABLES_DIR)
+    info = json.loads((directory / model_files.MODEL_FILE).read_text())
     info["options"]["num_classes"] = 400
-    (edited / checkpoint.MODEL_FILE).write_text(json.dumps(info))
+    (edited / model_files.MODEL_FILE).write_text(json.dumps(info))
     with pytest.raises(
         ValueError, match=r"shape of params/fc/kernel: \(320, 7\), model expects \(320, 400\)"
     ):
-        checkpoint.load_model(edited)
+        model_files.load_model(edited)
 
 
 def test_refuses_to_overwrite(res2net_file, tmp_path, capsys):

@@ -10,8 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tea_jax.data import create_loader, default_config, sampling
-from tea_jax.data import transforms as T
+from tea_jax.data import create_loader, default_config, sampling, transforms
 
 
 def write_coded_frames(folder, num_frames, width, height, first=0, template="img_{:05d}.png"):
@@ -76,7 +75,7 @@ def test_dense_sampling():
 
 def test_multiscale_crop_boxes():
     rng = np.random.default_rng(0)
-    boxes = {T.multiscale_crop_box(rng, 340, 256, 224) for _ in range(3000)}
+    boxes = {transforms.multiscale_crop_box(rng, 340, 256, 224) for _ in range(3000)}
     sides = {(w, h) for _, _, w, h in boxes}
     # int(256 * s) = 256, 224, 192, 168; scale indices differ by at most 1.
     assert sides == {
@@ -86,28 +85,33 @@ def test_multiscale_crop_boxes():
     for w, h in sides:
         step_x, step_y = (340 - w) // 4, (256 - h) // 4
         origins = {(x, y) for x, y, bw, bh in boxes if (bw, bh) == (w, h)}
-        assert origins == {(i * step_x, j * step_y) for i, j in T.FIXED_OFFSETS}
-    assert len(T.FIXED_OFFSETS) == len(set(T.FIXED_OFFSETS)) == 13
+        assert origins == {(i * step_x, j * step_y) for i, j in transforms.FIXED_OFFSETS}
+    assert len(transforms.FIXED_OFFSETS) == len(set(transforms.FIXED_OFFSETS)) == 13
 
 
 def test_multiscale_snaps_to_output_size():
-    sides = {T.multiscale_crop_box(np.random.default_rng(i), 256, 256, 226)[2] for i in range(300)}
+    sides = {
+        transforms.multiscale_crop_box(np.random.default_rng(i), 256, 256, 226)[2]
+        for i in range(300)
+    }
     assert sides == {256, 226, 192, 168}  # int(256 * .875) = 224 is within 3 of 226
 
 
 def test_eval_boxes():
-    assert T.center_crop_box(341, 256, 224) == (58, 16, 224, 224)
-    assert T.three_crop_boxes(341, 256, 256) == [
+    assert transforms.center_crop_box(341, 256, 224) == (58, 16, 224, 224)
+    assert transforms.three_crop_boxes(341, 256, 256) == [
         (0, 0, 256, 256),
         (42, 0, 256, 256),
         (84, 0, 256, 256),  # the released GroupFullResSample: 0, 2 and 4 steps of 85 // 4
     ]
-    assert T.three_crop_boxes(256, 300, 256) == [
+    assert transforms.three_crop_boxes(256, 300, 256) == [
         (0, 0, 256, 256),
         (0, 22, 256, 256),
         (0, 44, 256, 256),
     ]
-    assert T.scaled_size(320, 240, 256) == (341, 256) and T.scaled_size(240, 320, 256) == (256, 341)
+    assert transforms.scaled_size(320, 240, 256) == (341, 256) and transforms.scaled_size(
+        240, 320, 256
+    ) == (256, 341)
 
 
 def test_train_clip_reads_sampled_frames_and_one_crop(data_coded):
@@ -145,7 +149,8 @@ def test_train_clip_reads_sampled_frames_and_one_crop(data_coded):
         assert abs(i - j) <= 1
         step_x, step_y = (120 - sides[i]) // 4, (80 - sides[j]) // 4
         assert any(
-            abs(x0 - a * step_x) <= 1 and abs(y0 - b * step_y) <= 1 for a, b in T.FIXED_OFFSETS
+            abs(x0 - a * step_x) <= 1 and abs(y0 - b * step_y) <= 1
+            for a, b in transforms.FIXED_OFFSETS
         )
 
 
@@ -201,11 +206,11 @@ def test_shrinking_does_not_alias():
     frame[..., 0] = 255 * (np.arange(1280) % 3 == 0)
     frame[..., 1] = 255 * (np.arange(720)[:, None] % 2)
     frame[..., 2] = 255 * ((np.arange(1280) // 2 + np.arange(720)[:, None]) % 2)
-    width, height = T.scaled_size(1280, 720, 256)
-    x, y, w, h = T.center_crop_box(width, height, 224)
+    width, height = transforms.scaled_size(1280, 720, 256)
+    x, y, w, h = transforms.center_crop_box(width, height, 224)
     whole = np.asarray(Image.fromarray(frame).resize((width, height), Image.BILINEAR))
     expected = whole[y : y + h, x : x + w].astype(int)
-    ours = T.crop_resize(frame[None], (x, y, w, h), 256, 224)[0].astype(int)
+    ours = transforms.crop_resize(frame[None], (x, y, w, h), 256, 224)[0].astype(int)
     assert np.abs(ours - expected).mean() < 1.5 and np.abs(ours - expected).max() <= 8
     scale = 1280 / width
     crop = frame[

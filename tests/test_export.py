@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import tea_jax
-from tea_jax import checkpoint, export
+from tea_jax import export, model_files
 from tea_jax.data.normalization import normalize
 from tea_jax.inference import CLASSES_FILE, PREPROCESS_FILE
 
@@ -36,7 +36,7 @@ def model_dir(tmp_path_factory):
     # Non-trivial BatchNorm statistics, so that a wrong normalisation shows in the logits.
     rng = np.random.default_rng(1)
     variables = jax.tree.map(lambda x: x + 0.1 * rng.uniform(size=x.shape), variables)
-    checkpoint.save_model(directory, "tea50", options, variables)
+    model_files.save_model(directory, "tea50", options, variables)
     (directory / PREPROCESS_FILE).write_text(json.dumps({"image_size": SIZE, "short_side": 36}))
     (directory / CLASSES_FILE).write_text("\n".join(CLASSES) + "\n")
     return directory
@@ -61,7 +61,7 @@ def test_round_trip_and_platforms(model_dir, tmp_path):
 
     exported = jax.export.deserialize(output.read_bytes())
     assert exported.platforms == ("cpu", "cuda", "tpu")
-    model, variables = checkpoint.load_model(model_dir)
+    model, variables = model_files.load_model(model_dir)
     for n in (1, 3):
         video = _videos(n)
         expected = _logits(model, variables, video)
@@ -97,7 +97,7 @@ def test_loads_without_tea_jax_and_flax(model_dir, tmp_path):
         """
     )
     subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path, timeout=300)
-    model, variables = checkpoint.load_model(model_dir)
+    model, variables = model_files.load_model(model_dir)
     expected = _logits(model.clone(num_segments=6), variables, video)
     np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), expected, rtol=1e-5, atol=1e-5)
 

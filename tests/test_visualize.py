@@ -17,7 +17,7 @@ import pytest
 
 import tea_jax
 from bench.heatmap_hit_rate import chance_hits, object_boxes
-from tea_jax import checkpoint, visualize
+from tea_jax import model_files, visualize
 from tea_jax.data import normalize, sampling, synthetic
 from tea_jax.data.video import VideoFile, write_video
 
@@ -99,7 +99,7 @@ def test_explanation_and_command_line(trained, tmp_path):
     assert sorted(explanation.gates) == [1, 2, 3, 4]
     assert all(g.shape == (T,) and np.all(np.abs(g) < 0.5) for g in explanation.gates.values())
 
-    checkpoint.save_model(
+    model_files.save_model(
         tmp_path / "model", "tea50", {"num_classes": 8, "num_segments": T, **OPTIONS}, variables
     )
     (tmp_path / "model" / "classes.txt").write_text("\n".join(synthetic.CLASSES) + "\n")

@@ -13,8 +13,7 @@ import ml_collections
 import numpy as np
 from absl import flags
 
-from tea_jax.data import records, sampling
-from tea_jax.data import transforms as T
+from tea_jax.data import records, sampling, transforms
 from tea_jax.data.config import split_candidates
 from tea_jax.data.errors import DataError
 from tea_jax.data.listfiles import class_folder_videos, read_list
@@ -79,14 +78,14 @@ class TrainReader(_Reader):
             sampling.train_indices(clip.num_frames, self.num_segments, rng, dense=self.dense)
         )
         _, height, width, _ = frames.shape
-        box = T.multiscale_crop_box(
+        box = transforms.multiscale_crop_box(
             rng,
-            *T.scaled_size(width, height, self.short_side),
+            *transforms.scaled_size(width, height, self.short_side),
             self.image_size,
             self.scales,
             self.max_distort,
         )
-        video = T.crop_resize(frames, box, self.short_side, self.image_size)
+        video = transforms.crop_resize(frames, box, self.short_side, self.image_size)
         label = clip.label
         if self.flip and rng.random() < 0.5:
             video = video[:, :, ::-1]
@@ -154,14 +153,14 @@ class EvalReader(_Reader):
         )
         frames = clip.read(indices.reshape(-1))
         _, height, width, _ = frames.shape
-        size = T.scaled_size(width, height, self.short_side)
+        size = transforms.scaled_size(width, height, self.short_side)
         boxes = (
-            [T.center_crop_box(*size, self.crop_size)]
+            [transforms.center_crop_box(*size, self.crop_size)]
             if self.num_crops == 1
-            else T.three_crop_boxes(*size, self.crop_size)
+            else transforms.three_crop_boxes(*size, self.crop_size)
         )
         views = np.stack(
-            [T.crop_resize(frames, box, self.short_side, self.crop_size) for box in boxes]
+            [transforms.crop_resize(frames, box, self.short_side, self.crop_size) for box in boxes]
         )
         views = views.reshape(len(boxes), self.num_clips, self.num_segments, *views.shape[2:])
         return views.swapaxes(0, 1).reshape(-1, *views.shape[2:]), clip.label

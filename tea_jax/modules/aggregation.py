@@ -7,8 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from tea_jax.modules.excitation import Variant
-from tea_jax.modules.layers import ModuleDef, avg_pool3x3, conv3x3
+from tea_jax.modules.layers import ModuleDef, Variant, avg_pool3x3, conv3x3
 from tea_jax.modules.temporal import TemporalConv, TemporalInit
 
 

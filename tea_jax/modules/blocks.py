@@ -9,8 +9,8 @@ import jax
 import jax.numpy as jnp
 
 from tea_jax.modules.aggregation import MultipleTemporalAggregation
-from tea_jax.modules.excitation import MotionExcitation, SqueezeExcitation, Variant
-from tea_jax.modules.layers import ModuleDef, conv1x1, conv3x3
+from tea_jax.modules.excitation import MotionExcitation, SqueezeExcitation
+from tea_jax.modules.layers import ModuleDef, Variant, conv1x1, conv3x3
 from tea_jax.modules.temporal import TemporalConv, TemporalInit, temporal_shift
 
 Temporal = Literal["none", "shift", "conv", "mta"]

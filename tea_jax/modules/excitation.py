@@ -1,15 +1,13 @@
 """Channel excitation: the Motion Excitation (ME) module of TEA and the Squeeze-and-Excitation baseline."""
 
-from typing import Any, Literal
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from tea_jax.modules.layers import DepthwiseConv3x3, ModuleDef, conv1x1
+from tea_jax.modules.layers import DepthwiseConv3x3, ModuleDef, Variant, conv1x1
 from tea_jax.modules.temporal import to_video
-
-Variant = Literal["reference", "paper"]
 
 
 class MotionExcitation(nn.Module):

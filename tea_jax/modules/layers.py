@@ -2,13 +2,17 @@
 PyTorch-exact BatchNorm."""
 
 import functools
-from typing import Any
+from typing import Any, Literal
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 ModuleDef = Any
+
+# Which TEA to build: `reference` (the released code and its checkpoints) or `paper` (the ME gate
+# of Eq. 4 and the MTA fragment order of Sec. 3.2).
+Variant = Literal["reference", "paper"]
 
 # Name scope of the convolutions written as shifted products (depthwise, temporal): the FLOPs
 # counter counts their multiplications as multiply-accumulates.

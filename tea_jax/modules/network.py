@@ -9,8 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from tea_jax.modules.blocks import Excitation, Temporal
-from tea_jax.modules.excitation import Variant
-from tea_jax.modules.layers import ModuleDef, batch_norm, conv_init, max_pool3x3
+from tea_jax.modules.layers import ModuleDef, Variant, batch_norm, conv_init, max_pool3x3
 from tea_jax.modules.temporal import TemporalInit
 
 STAGE_PLANES = (64, 128, 256, 512)

@@ -14,9 +14,8 @@ from jax.experimental import multihost_utils
 from tea_jax import data as data_lib
 from tea_jax import inference
 from tea_jax.data import listfiles
-from tea_jax.train import checkpointing, sharding
 from tea_jax.train import metrics as metrics_lib
-from tea_jax.train import model as model_lib
+from tea_jax.train import model_setup, sharding, state_checkpoints
 
 EvalFn = Callable[[dict[str, Any], dict[str, jax.Array]], dict[str, jax.Array]]
 
@@ -150,7 +149,7 @@ def load_variables(
       config: the run's config (model name and options).
       workdir: a training workdir; its best checkpoint (else its latest) is used when
         ``checkpoint`` is not given.
-      checkpoint: a model checkpoint directory (``tea_jax.checkpoint.save_model``, the exported
+      checkpoint: a model checkpoint directory (``tea_jax.model_files.save_model``, the exported
         ``WORKDIR/model`` or the output of ``python -m tea_jax.convert``).
       num_classes: the dataset's class count, checked against the model.
 
@@ -158,12 +157,12 @@ def load_variables(
       ``(model, variables, description)``.
     """
     if checkpoint:
-        from tea_jax.checkpoint import load_model
+        from tea_jax.model_files import load_model
 
         model, variables = load_model(checkpoint, num_classes=num_classes)
         return model, variables, checkpoint
     directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-    checkpointer = checkpointing.Checkpointer(directory, async_save=False)
+    checkpointer = state_checkpoints.Checkpointer(directory, async_save=False)
     try:
         step = checkpointer.best_step() or checkpointer.latest_step()
         if step is None:
@@ -171,7 +170,7 @@ def load_variables(
         variables = checkpointer.restore_variables(step)
     finally:
         checkpointer.close()
-    return model_lib.build_model(config, num_classes), variables, f"{directory}/{step}"
+    return model_setup.build_model(config, num_classes), variables, f"{directory}/{step}"
 
 
 def run_evaluation(

@@ -14,9 +14,7 @@ import ml_collections
 import numpy as np
 
 from tea_jax import data as data_lib
-from tea_jax.train import checkpointing, evaluation, optim, sharding
-from tea_jax.train import logging as log_lib
-from tea_jax.train import model as model_lib
+from tea_jax.train import evaluation, model_setup, optim, reporting, sharding, state_checkpoints
 from tea_jax.train.state import TrainState, create_train_state
 from tea_jax.train.step import train_step
 
@@ -92,7 +90,7 @@ def _new_classifier(before: dict[str, Any], after: dict[str, Any]) -> bool:
 
 
 def _init_from(variables: dict[str, Any], config: ml_collections.ConfigDict) -> dict[str, Any]:
-    from tea_jax.checkpoint import init_from
+    from tea_jax.model_files import init_from
 
     host_variables = jax.tree.map(np.asarray, variables)
     loaded, summary = init_from(host_variables, config.init_from, model_name=config.model)
@@ -112,7 +110,7 @@ def create_state(
     Returns:
       ``(state, tx, lr_schedule, new_classifier)`` with the state replicated on the mesh.
     """
-    variables = model_lib.init_variables(
+    variables = model_setup.init_variables(
         model,
         num_segments=config.num_segments,
         image_size=config.data.image_size,
@@ -190,11 +188,11 @@ def _summarise(history: list[dict[str, jax.Array]]) -> dict[str, float]:
 
 
 def _resume(
-    checkpointer: checkpointing.Checkpointer,
+    checkpointer: state_checkpoints.Checkpointer,
     abstract_state: TrainState,
     train_loader: Any,
     default: TrainState,
-) -> tuple[TrainState, Any, checkpointing.Restored | None]:
+) -> tuple[TrainState, Any, state_checkpoints.Restored | None]:
     """Restores the newest intact checkpoint, if any, and the training iterator's position.
 
     Returns:
@@ -236,7 +234,7 @@ def train_and_evaluate(
       NonFiniteLossError: the loss became NaN/inf (checkpoints up to the last good one remain).
     """
     check_workdir(workdir)
-    log_lib.save_config(config, workdir)
+    reporting.save_config(config, workdir)
     mesh = sharding.create_mesh()
     host_batch = sharding.per_host_batch_size(config.batch_size)
     host_eval_batch = sharding.per_host_batch_size(config.eval_batch_size, what="eval_batch_size")
@@ -258,14 +256,14 @@ def train_and_evaluate(
     )
     num_train = train_loader.num_examples
     steps = Schedule.from_config(config, num_train)
-    model = model_lib.build_model(config, train_loader.num_classes)
+    model = model_setup.build_model(config, train_loader.num_classes)
     rng = jax.random.key(config.seed)
     init_rng, dropout_rng = jax.random.split(rng)
     state, tx, lr_schedule, _ = create_state(config, model, mesh, steps, init_rng)
     train_fn = make_train_fn(config, model, tx, lr_schedule, mesh, state)
     eval_fn = evaluation.make_eval_fn(model, mesh, config.score_average)
 
-    checkpointer = checkpointing.Checkpointer(
+    checkpointer = state_checkpoints.Checkpointer(
         os.path.join(os.path.abspath(workdir), "checkpoints"),
         keep=config.keep_checkpoints,
         keep_best=config.keep_best_checkpoints,
@@ -276,12 +274,12 @@ def train_and_evaluate(
     start = resumed.step if resumed else 0
     last_good = start or None
 
-    writer = log_lib.MetricWriter(workdir)
-    progress = log_lib.Progress(steps.total_steps, start, steps.steps_per_epoch)
+    writer = reporting.MetricWriter(workdir)
+    progress = reporting.Progress(steps.total_steps, start, steps.steps_per_epoch)
     if resumed:
         data = "continues" if resumed.data_restart is None else "restarts"
         progress.write(f"Resuming from step {start} ({resumed.path}); the data order {data}.")
-    preemption = checkpointing.PreemptionWatcher()
+    preemption = state_checkpoints.PreemptionWatcher()
     val_metrics: dict[str, Any] = {}
     history: list[dict[str, jax.Array]] = []
     train_summary: dict[str, float] = {"lr": float(lr_schedule(start)), "clips_per_sec": 0.0}
@@ -340,7 +338,7 @@ def train_and_evaluate(
         preemption.close()
         checkpointer.close()
         writer.close()
-    log_lib.plot_curves(workdir)
+    reporting.plot_curves(workdir)
     return {k: v for k, v in val_metrics.items() if k not in ("scores", "labels", "index")}
 
 
@@ -348,7 +346,7 @@ def export_model(
     config: ml_collections.ConfigDict,
     workdir: str,
     num_classes: int,
-    checkpointer: checkpointing.Checkpointer,
+    checkpointer: state_checkpoints.Checkpointer,
     state: TrainState,
     mesh: jax.sharding.Mesh,
 ) -> str:
@@ -359,7 +357,7 @@ def export_model(
     """
     from jax.experimental import multihost_utils
 
-    from tea_jax.checkpoint import save_model
+    from tea_jax.model_files import save_model
 
     best = checkpointer.best_step()
     if best is not None and best != int(state.step):
@@ -368,7 +366,7 @@ def export_model(
     if jax.process_index() == 0 and os.path.exists(path):
         shutil.rmtree(path)
     multihost_utils.sync_global_devices("export_model")
-    options = model_lib.model_options(config, num_classes) | {"dtype": "float32"}
+    options = model_setup.model_options(config, num_classes) | {"dtype": "float32"}
     save_model(path, config.model, options, jax.device_get(state.variables))
     if jax.process_index() == 0:
         _save_preprocessing(config, path)

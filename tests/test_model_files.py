@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import tea_jax
-from tea_jax import checkpoint
+from tea_jax import model_files
 
 SMALL = {"stage_sizes": (1, 2, 1, 1), "width_multiplier": 0.25}
 
@@ -24,14 +24,14 @@ def random_variables(name, seed=0, num_segments=4, **options):
     rng = np.random.default_rng(seed)
     variables = jax.tree.map(
         lambda s: rng.normal(size=s.shape).astype(s.dtype),
-        checkpoint.abstract_variables(model, num_segments),
+        model_files.abstract_variables(model, num_segments),
     )
     return options, variables
 
 
 def saved(tmp_path, name, **options):
     options, variables = random_variables(name, **options)
-    checkpoint.save_model(tmp_path / name, name, options, variables)
+    model_files.save_model(tmp_path / name, name, options, variables)
     return tmp_path / name, variables
 
 
@@ -46,9 +46,9 @@ def assert_trees_equal(a, b):
 
 def test_round_trip(tmp_path):
     options, variables = random_variables("tea50", dtype=jnp.bfloat16, temporal_stages=(2, 3))
-    checkpoint.save_model(tmp_path, "tea50", options, variables)
+    model_files.save_model(tmp_path, "tea50", options, variables)
 
-    info = json.loads((tmp_path / checkpoint.MODEL_FILE).read_text())
+    info = json.loads((tmp_path / model_files.MODEL_FILE).read_text())
     assert info["name"] == "tea50"
     assert info["options"]["dtype"] == "bfloat16"
     assert info["options"]["stage_sizes"] == [1, 2, 1, 1]
@@ -64,33 +64,33 @@ def test_round_trip(tmp_path):
 def test_save_refuses_bad_input(tmp_path):
     options, variables = random_variables("tsn_res2net50")
     with pytest.raises(ValueError, match="lack"):
-        checkpoint.save_model(tmp_path / "a", "tsn_res2net50", {"num_classes": 6}, variables)
+        model_files.save_model(tmp_path / "a", "tsn_res2net50", {"num_classes": 6}, variables)
     with pytest.raises(ValueError, match="unknown model"):
-        checkpoint.save_model(tmp_path / "b", "tea51", options, variables)
+        model_files.save_model(tmp_path / "b", "tea51", options, variables)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
-    checkpoint.save_model(tmp_path / "c", "tsn_res2net50", options, variables)
+    model_files.save_model(tmp_path / "c", "tsn_res2net50", options, variables)
     with pytest.raises(FileExistsError, match="refusing to overwrite"):
-        checkpoint.save_model(tmp_path / "c", "tsn_res2net50", options, variables)
+        model_files.save_model(tmp_path / "c", "tsn_res2net50", options, variables)
 
 
 def test_load_rejects_what_does_not_fit(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a tea_jax model checkpoint"):
-        checkpoint.load_model(tmp_path)
+        model_files.load_model(tmp_path)
     directory, _ = saved(tmp_path, "tsn_res2net50")
-    info = json.loads((directory / checkpoint.MODEL_FILE).read_text())
+    info = json.loads((directory / model_files.MODEL_FILE).read_text())
     info["options"]["stage_sizes"] = [1, 1, 1, 1]
-    (directory / checkpoint.MODEL_FILE).write_text(json.dumps(info))
+    (directory / model_files.MODEL_FILE).write_text(json.dumps(info))
     with pytest.raises(ValueError, match="unexpected params/layer2_1/conv3/kernel"):
-        checkpoint.load_model(directory)
-    (directory / checkpoint.MODEL_FILE).write_text("{")
+        model_files.load_model(directory)
+    (directory / model_files.MODEL_FILE).write_text("{")
     with pytest.raises(ValueError, match="not a valid model description"):
-        checkpoint.load_model(directory)
+        model_files.load_model(directory)
 
 
 def test_init_tea50_from_2d_res2net(tmp_path, capsys):
     source, source_variables = saved(tmp_path, "tsn_res2net50", num_segments=1)
     _, fresh = random_variables("tea50", seed=1, num_classes=400)
-    variables, summary = checkpoint.init_from(fresh, source, model_name="tea50")
+    variables, summary = model_files.init_from(fresh, source, model_name="tea50")
 
     kinds = {p.split("/")[2] if p.count("/") > 2 else p for p in summary.new}
     assert kinds == {"me", "mta", "params/fc/kernel", "params/fc/bias"}
@@ -110,7 +110,7 @@ def test_init_tea50_from_2d_res2net(tmp_path, capsys):
 def test_init_keeps_classifier_of_same_class_count_and_drops_temporal_modules(tmp_path):
     source, source_variables = saved(tmp_path, "tea50")
     _, fresh = random_variables("tsn_res2net50", seed=1)
-    variables, summary = checkpoint.init_from(fresh, source, model_name="tsn_res2net50")
+    variables, summary = model_files.init_from(fresh, source, model_name="tsn_res2net50")
     assert summary.new == ()
     assert {p.split("/")[2] for p in summary.dropped} == {"me", "mta"}
     np.testing.assert_array_equal(
@@ -122,7 +122,7 @@ def test_init_keeps_classifier_of_same_class_count_and_drops_temporal_modules(tm
 def test_init_resnet_baselines_from_2d_resnet(tmp_path, name):
     source, _ = saved(tmp_path, "tsn_resnet50")
     _, fresh = random_variables(name, seed=1)
-    _, summary = checkpoint.init_from(fresh, source, model_name=name)
+    _, summary = model_files.init_from(fresh, source, model_name=name)
     assert summary.dropped == ()
     assert {p.split("/")[2] for p in summary.new} <= {"temporal", "me", "se"}
     assert summary.new
@@ -132,10 +132,10 @@ def test_init_rejects_other_backbones(tmp_path):
     resnet, _ = saved(tmp_path, "tsn_resnet50")
     _, fresh = random_variables("tea50", seed=1)
     with pytest.raises(ValueError, match=r"layer1_0/conv2/kernel .* matches no parameter"):
-        checkpoint.init_from(fresh, resnet, model_name="tea50")
+        model_files.init_from(fresh, resnet, model_name="tea50")
     wide, _ = saved(tmp_path / "wide", "tsn_res2net50", width_multiplier=0.5)
     with pytest.raises(ValueError, match=r"shape of params/conv1/kernel: \(7, 7, 3, 32\)"):
-        checkpoint.init_from(fresh, wide, model_name="tea50")
+        model_files.init_from(fresh, wide, model_name="tea50")
     deep, _ = saved(tmp_path / "deep", "tsn_res2net50", stage_sizes=(1, 1, 1, 1))
     with pytest.raises(ValueError, match=r"layer2_1/conv1/kernel .* is not in the checkpoint"):
-        checkpoint.init_from(fresh, deep, model_name="tea50")
+        model_files.init_from(fresh, deep, model_name="tea50")

@@ -25,7 +25,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import linen as nn
 
-from tea_jax.models import create_model
+from tea_jax.registry import create_model
 
 MODEL_FILE = "model.json"
 VARIABLES_DIR = "variables"
