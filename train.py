@@ -1,4 +1,6 @@
-"""Trains a model: ``python train.py --config configs/synthetic_tea8.py --workdir runs/synthetic_tea8``.
+"""Trains a model.
+
+  python train.py --config configs/synthetic_tea8.py --workdir runs/synthetic_tea8
 
 Any config value can be overridden on the command line (``--config.batch_size=32``). Running the
 same command again resumes from the latest checkpoint in ``--workdir``. On several hosts, start
@@ -35,7 +37,8 @@ def main(argv):
         raise SystemExit(f"Error: {e}") from None
     if results and jax.process_index() == 0:
         print(
-            f"Final validation top-1 {100 * results['top1']:.2f}%, top-5 {100 * results['top5']:.2f}%"
+            f"Final validation top-1 {100 * results['top1']:.2f}%, "
+            f"top-5 {100 * results['top5']:.2f}%"
             f" ({results['num_videos']} videos). Outputs in {FLAGS.workdir}."
         )
 

@@ -21,7 +21,11 @@ BRIGHT = 150  # Between the background's maximum (~90) and the shape's minimum (
 
 
 def object_boxes(clip: np.ndarray) -> np.ndarray:
-    """(T, 4) inclusive `(top, left, bottom, right)` boxes of the bright shape in uint8 (T, H, W, 3)."""
+    """(T, 4) inclusive `(top, left, bottom, right)` boxes of the bright shape.
+
+    Args:
+      clip: uint8 (T, H, W, 3) frames.
+    """
     boxes = []
     for frame in clip:
         rows, cols = np.nonzero(frame.max(axis=-1) > BRIGHT)

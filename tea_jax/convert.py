@@ -3,7 +3,8 @@
   python -m tea_jax.convert res2net50 --input model.safetensors --output CKPT_DIR
   python -m tea_jax.convert res2net50 --input res2net50_26w_4s-06e79181.pth --output CKPT_DIR
   python -m tea_jax.convert resnet50 --input resnet50-0676ba61.pth --output CKPT_DIR
-  python -m tea_jax.convert tea --input ckpt.best.pth.tar --num-segments 8 --output CKPT_DIR [--model tea50]
+  python -m tea_jax.convert tea --input ckpt.best.pth.tar --num-segments 8 --output CKPT_DIR \
+      [--model tea50]
 
 `res2net50` and `resnet50` take ImageNet classifiers (Res2Net-50 26w_4s of the official Res2Net
 repository; torchvision's ResNet-50) and write `tsn_res2net50` / `tsn_resnet50` checkpoints with
@@ -91,7 +92,8 @@ def _import_torch(path: str):
             f"{path}: reading PyTorch .pth files needs PyTorch (`pip install torch`, the CPU build "
             "is enough). Without it, convert a safetensors file instead: timm's weights on the "
             "Hugging Face Hub come as `model.safetensors`, and a .pth state dict becomes one with "
-            "`safetensors.torch.save_file(torch.load(path, weights_only=True), 'model.safetensors')` "
+            "`safetensors.torch.save_file(torch.load(path, weights_only=True), "
+            "'model.safetensors')` "
             "wherever PyTorch is installed. Converted checkpoints load without it."
         ) from e
     return torch
@@ -130,7 +132,8 @@ def _read_pth(path: str) -> Any:
             raise ConversionError(
                 f"{path} holds Python objects other than tensors and plain containers, which "
                 "are not unpickled here for safety. In a trusted environment, re-save only its "
-                "weights: `torch.save(torch.load(path, weights_only=False)['state_dict'], new_path)`."
+                "weights: "
+                "`torch.save(torch.load(path, weights_only=False)['state_dict'], new_path)`."
                 f"\nPyTorch said: {str(e).splitlines()[0]}"
             ) from e
         raise ConversionError(
@@ -405,7 +408,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Command line entry point (see the module docstring)."""
     parser = argparse.ArgumentParser(
         prog="python -m tea_jax.convert",
-        description="Convert PyTorch weights (safetensors or .pth) into a tea_jax model checkpoint.",
+        description=(
+            "Convert PyTorch weights (safetensors or .pth) into a tea_jax model checkpoint."
+        ),
     )
     parser.add_argument(
         "kind",

@@ -1,7 +1,8 @@
 """Shows where and when a model looks: Grad-CAM per frame, per-frame scores and ME's gates.
 
-  python -m tea_jax.visualize --checkpoint runs/synthetic_tea8/model data/synthetic/val/00000_a.mp4 \
-      --output explain.png [--mp4 explain.mp4] [--class NAME_OR_INDEX]
+  python -m tea_jax.visualize --checkpoint runs/synthetic_tea8/model \
+      data/synthetic/val/00000_a.mp4 --output explain.png [--mp4 explain.mp4] \
+      [--class NAME_OR_INDEX]
 
 For one video (the centre frame of each of the model's T segments, preprocessed as by
 `tea_jax.predict`) the PNG shows:

@@ -104,7 +104,11 @@ def tea8(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def res2net_file(tmp_path_factory):
-    """A reduced Res2Net ImageNet state dict in the legacy (non-zip) format: (path, images, logits)."""
+    """A reduced Res2Net ImageNet state dict in the legacy (non-zip) format.
+
+    Returns:
+      (path, images, logits).
+    """
     path = tmp_path_factory.mktemp("res2net") / "res2net50_26w_4s.pth"
     images = torch.randn((3, 3, SIZE, SIZE), generator=torch.Generator().manual_seed(3))
     model, logits = _calibrated(tr.res2net50(num_classes=11, **REDUCED), images, seed=2)

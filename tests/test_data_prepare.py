@@ -228,7 +228,10 @@ def test_kinetics_and_something_something_annotations(tmp_path):
     (ss2 / "something-something-v2-labels.json").write_text(
         '{"Holding something": "0", "Putting something on something": "1"}'
     )
-    row = '[{"id": "5", "label": "putting a cup on a table", "template": "Putting [something] on [something]"}]'
+    row = (
+        '[{"id": "5", "label": "putting a cup on a table", '
+        '"template": "Putting [something] on [something]"}]'
+    )
     (ss2 / "something-something-v2-train.json").write_text(row)
     (ss2 / "something-something-v2-validation.json").write_text("[]")
     v2 = datasets.load("something_something_v2", str(ss2))

@@ -1,4 +1,4 @@
-"""`tea_jax.export`: the serialized inference function matches `model.apply` and runs on JAX alone."""
+"""`tea_jax.export`: the serialized inference function matches `model.apply`, on JAX alone."""
 
 import json
 import os
@@ -93,7 +93,8 @@ def test_loads_without_tea_jax_and_flax(model_dir, tmp_path):
         import jax
         import numpy as np
         exported = jax.export.deserialize(open({str(output)!r}, "rb").read())
-        np.save({str(tmp_path / "logits.npy")!r}, exported.call(np.load({str(tmp_path / "video.npy")!r})))
+        video = np.load({str(tmp_path / "video.npy")!r})
+        np.save({str(tmp_path / "logits.npy")!r}, exported.call(video))
         """
     )
     subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path, timeout=300)

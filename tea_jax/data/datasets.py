@@ -1,7 +1,8 @@
 """The five public datasets in their published layouts with their official annotation files.
 
 `manual_dir` layouts (as downloaded and extracted):
-  ucf101:   UCF-101/<Class>/v_<Class>_gXX_cYY.avi, ucfTrainTestlist/{classInd,trainlist0K,testlist0K}.txt
+  ucf101:   UCF-101/<Class>/v_<Class>_gXX_cYY.avi,
+            ucfTrainTestlist/{classInd,trainlist0K,testlist0K}.txt
   hmdb51:   hmdb51/<class>/<video>.avi (the per-class rars extracted),
             testTrainMulti_7030_splits/<class>_test_split{1,2,3}.txt
   kinetics400: {train,validate,test}.csv (or annotations/{train,val,test}.csv) and the videos
@@ -120,7 +121,8 @@ def kinetics400(manual_dir: str) -> Annotations:
     for split, table in rows.items():
         found = []
         for row in table:
-            clip = f"{row['youtube_id']}_{int(float(row['time_start'])):06d}_{int(float(row['time_end'])):06d}"
+            start, end = int(float(row["time_start"])), int(float(row["time_end"]))
+            clip = f"{row['youtube_id']}_{start:06d}_{end:06d}"
             path = videos.get(clip) or videos.get(row["youtube_id"])
             if path and row.get("label") in index:
                 found.append((path, index[row["label"]]))

@@ -365,7 +365,8 @@ def create_loader(
         per_host = num_examples // shard_count
         if per_host < batch_size:
             raise ValueError(
-                f"{num_examples} examples over {shard_count} hosts is less than a batch of {batch_size}"
+                f"{num_examples} examples over {shard_count} hosts is less than a batch of "
+                f"{batch_size}"
             )
         reader = TrainReader(
             **common,
@@ -386,7 +387,8 @@ def create_loader(
         crop_size = cfg.image_size if crops == 1 else cfg.three_crop_size or cfg.short_side
         if cfg.test_clip_sampling not in ("random", "fixed"):
             raise ValueError(
-                f"data.test_clip_sampling must be 'random' or 'fixed', got '{cfg.test_clip_sampling}'"
+                "data.test_clip_sampling must be 'random' or 'fixed', "
+                f"got '{cfg.test_clip_sampling}'"
             )
         reader = EvalReader(
             **common,

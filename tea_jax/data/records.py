@@ -3,7 +3,8 @@
 A record is `b"TEAV1"`, a little-endian uint32 header length, the msgpack header
 `{"id": str, "label": int, "sizes": [int, ...]}` and the encoded (JPEG) frames back to back, so
 reading a clip parses a few bytes and slices only the frames it decodes. Records are stored
-uncompressed (JPEG does not compress further). Shards of a split are `DIR/SPLIT.array_record-XXXXX-of-YYYYY`; `DIR/meta.json` holds
+uncompressed (JPEG does not compress further). Shards of a split are
+`DIR/SPLIT.array_record-XXXXX-of-YYYYY`; `DIR/meta.json` holds
 `{"num_classes": int, "classes": [...], "splits": {split: num_examples}, ...}`.
 """
 

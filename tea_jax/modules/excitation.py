@@ -1,4 +1,4 @@
-"""Channel excitation: the Motion Excitation (ME) module of TEA and the Squeeze-and-Excitation baseline."""
+"""Channel excitation: TEA's Motion Excitation (ME) and the Squeeze-and-Excitation baseline."""
 
 from typing import Any
 
@@ -14,16 +14,17 @@ class MotionExcitation(nn.Module):
     """Motion Excitation (Sec. 3.1 of the TEA paper) over `(N*T, H, W, C)` frames.
 
     With `Xr = BN(conv_reduce(X))` (C -> C // reduction channels), the feature-level motion is
-    `M(t) = conv_transform(Xr)(t+1) - Xr(t)` for t < T and `M(T) = 0`, with `conv_transform` a 3x3 depthwise
-    convolution. Its spatial average, expanded back to C channels (`conv_expand`, `bn_expand`), gates the
-    channels: `A = sigmoid(y) - 0.5` in the released code (`variant='reference'`, the default, which its
-    checkpoints need) or `A = 2 * sigmoid(y) - 1` as in Eq. 4 of the paper (`variant='paper'`). The output is
-    `X + X * A`, or `X * A` without the residual (the paper's ablation).
+    `M(t) = conv_transform(Xr)(t+1) - Xr(t)` for t < T and `M(T) = 0`, with `conv_transform` a 3x3
+    depthwise convolution. Its spatial average, expanded back to C channels (`conv_expand`,
+    `bn_expand`), gates the channels: `A = sigmoid(y) - 0.5` in the released code
+    (`variant='reference'`, the default, which its checkpoints need) or `A = 2 * sigmoid(y) - 1` as
+    in Eq. 4 of the paper (`variant='paper'`). The output is `X + X * A`, or `X * A` without the
+    residual (the paper's ablation).
 
-    The spatial pool is taken before the subtraction: both are linear, so this equals pooling the motion map.
-    The pooled means, their difference and the gate are computed in float32 whatever the compute dtype: in
-    bfloat16 the difference of two nearly equal means loses most of its digits, and these `(N, T, C/r)`
-    vectors cost nothing next to the feature maps.
+    The spatial pool is taken before the subtraction: both are linear, so this equals pooling the
+    motion map. The pooled means, their difference and the gate are computed in float32 whatever
+    the compute dtype: in bfloat16 the difference of two nearly equal means loses most of its
+    digits, and these `(N, T, C/r)` vectors cost nothing next to the feature maps.
 
     Attributes:
       num_segments: T, the frames per video.
@@ -67,7 +68,7 @@ def _pool_float32(x: jax.Array) -> jax.Array:
 
 
 def excitation_gate(y: jax.Array, variant: Variant) -> jax.Array:
-    """The ME attention `sigmoid(y) - 0.5` (reference code) or `2 * sigmoid(y) - 1` (paper, Eq. 4)."""
+    """The ME attention: `sigmoid(y) - 0.5` (reference code) or `2 * sigmoid(y) - 1` (Eq. 4)."""
     if variant == "reference":
         return nn.sigmoid(y) - 0.5
     if variant == "paper":
