@@ -24,7 +24,7 @@ from tea_jax.data.sources import (
     TfdsSource,
     VideoFileSource,
 )
-from tea_jax.data.workers import exit_with_parent
+from tea_jax.data.workers import exit_with_parent_init
 
 PROTOCOLS = {"efficient": (1, 1), "accuracy": (10, 3)}
 _MAX_ATTEMPTS = 16
@@ -411,6 +411,6 @@ def create_loader(
         if not flags.FLAGS.is_parsed():
             flags.FLAGS.mark_as_parsed()
         options = grain.multiprocessing.MultiprocessingOptions(workers, cfg.worker_buffer_size)
-        ds = ds.mp_prefetch(options, worker_init_fn=exit_with_parent)
+        ds = ds.mp_prefetch(options, worker_init_fn=exit_with_parent_init())
     ds = ds.map(BadInputMonitor(cfg.max_bad_fraction * per_host, cfg.max_bad_fraction))
     return Loader(num_examples, num_classes, num_batches, ds)
