@@ -94,6 +94,28 @@ def test_synthetic_configs():
         assert config.model_options.width_multiplier == 0.25 and config.num_segments == 8
 
 
+def _flat(config, prefix=""):
+    items = {}
+    for key, value in config.items():
+        if hasattr(value, "items"):
+            items.update(_flat(value, f"{prefix}{key}."))
+        else:
+            items[prefix + key] = value
+    return items
+
+
+@pytest.mark.parametrize("task", ["clutter", "order"])
+def test_synthetic_task_configs_keep_the_skeleton_recipe_and_budget(task):
+    base = _flat(load_config("synthetic_tea8", "mta50"))
+    config = _flat(load_config(f"synthetic_{task}", "mta50"))
+    differences = {k for k in base.keys() | config.keys() if base.get(k) != config.get(k)}
+    expected = {"data.root", "data.synthetic.task"}
+    if task == "order":
+        expected |= {"num_segments", "data.synthetic.size", "data.image_size", "data.short_side"}
+    assert differences == expected
+    assert config["data.synthetic.task"] == task and config["model"] == "mta50"
+
+
 def shrink(config, init_from=""):
     """The config on a one-block-per-stage network, 32x32 fake clips of 2 frames, 2 steps."""
     import ml_collections

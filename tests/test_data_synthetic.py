@@ -1,5 +1,6 @@
 """Synthetic motion dataset: files, time-reversal pairing, determinism, motion direction."""
 
+import dataclasses
 import json
 import os
 
@@ -119,3 +120,71 @@ def test_cli(tmp_path):
     synthetic.main(["--output", out, "--num_train", "8", "--num_val", "8", "--workers", "1"])
     with open(os.path.join(out, "val.txt")) as f:
         assert len(f.readlines()) == 8
+
+
+CLUTTER = synthetic.SyntheticOptions(task="clutter", seed=3, num_train=16, num_val=8)
+ORDER = synthetic.SyntheticOptions(task="order", seed=3, num_train=8, num_val=4, size=32)
+
+
+@pytest.mark.parametrize("options", [CLUTTER, ORDER], ids=["clutter", "order"])
+def test_task_files_pairs_and_determinism(tmp_path, options):
+    """Every video is a deterministic function of the seed, and each video of the second class of
+    a pair holds exactly the frames of one of the first class, in reverse order."""
+    root = str(tmp_path / options.task)
+    synthetic.generate(root, options, workers=1)
+    classes, _ = synthetic.TASKS[options.task]
+    with open(os.path.join(root, "classes.txt")) as f:
+        assert f.read().splitlines() == list(classes)
+    with open(os.path.join(root, "train.txt")) as f:
+        labels = [int(line.split()[1]) for line in f]
+    counts = np.bincount(labels, minlength=len(classes))
+    assert len(counts) == len(classes) and np.all(counts == options.num_train // len(classes))
+    for index in range(2):
+        a = _read_all(os.path.join(root, "val", f"{index:05d}_a.mp4"))
+        b = _read_all(os.path.join(root, "val", f"{index:05d}_b.mp4"))
+        np.testing.assert_array_equal(a, b[::-1])
+        # Per-frame statistics cannot tell the pair apart: the same multiset of frames.
+        np.testing.assert_array_equal(np.sort(a.mean((1, 2, 3))), np.sort(b.mean((1, 2, 3))))
+    _, first = synthetic.generate_pair(options, "train", 5)
+    _, again = synthetic.generate_pair(options, "train", 5)
+    _, other = synthetic.generate_pair(dataclasses.replace(options, seed=4), "train", 5)
+    np.testing.assert_array_equal(first, again)
+    assert first.shape != other.shape or np.any(first != other)
+
+
+@pytest.mark.parametrize("index", range(12))
+def test_clutter_object_moves_against_a_moving_background(index):
+    pair = index % 4
+    rng = np.random.default_rng(index)
+    camera, centres, radius = synthetic._clutter_motion(pair, rng, 64)
+    assert 12 <= len(camera) <= 16
+    # Relative to the background the object moves at 1-2 px per frame in the class's direction.
+    steps = np.diff(centres + camera, axis=0)
+    direction = np.asarray(list(synthetic._CLUTTER_DIRECTIONS.values())[2 * pair], float)
+    speed = steps @ direction / np.linalg.norm(direction)
+    np.testing.assert_allclose(speed, speed[0], atol=1e-9)
+    assert 1 <= speed[0] <= 2
+    np.testing.assert_allclose(np.cross(steps, direction), 0, atol=1e-9)
+    # The camera shakes: its steps are not a constant pan.
+    assert np.ptp(np.diff(camera, axis=0), axis=0).max() > 0.5
+    assert np.all(centres - radius >= 1) and np.all(centres + radius <= 63)
+
+
+def test_clutter_background_shakes():
+    _, frames = synthetic.generate_pair(CLUTTER, "train", 0)
+    corner = frames[:, :8, :8].astype(float)
+    assert np.abs(np.diff(corner, axis=0)).mean() > 3
+
+
+def test_order_events():
+    for seed in range(50):
+        flash, swell = synthetic._order_events(np.random.default_rng(seed))
+        assert synthetic.ORDER_GAP[0] <= swell - flash <= synthetic.ORDER_GAP[1]
+        assert flash >= synthetic.ORDER_MARGIN
+        end = swell + synthetic.ORDER_EVENT_FRAMES
+        assert synthetic.ORDER_FRAMES - end >= synthetic.ORDER_MARGIN
+    _, frames = synthetic.generate_pair(ORDER, "val", 0)
+    assert len(frames) == synthetic.ORDER_FRAMES
+    changed = np.abs(np.diff(frames.astype(float), axis=0)).sum((1, 2, 3)) > 0
+    # The frame changes exactly where each event starts and ends.
+    assert changed.sum() == 4

@@ -19,6 +19,9 @@ class SyntheticOptions:
     """Options of the generator; the defaults give a task the reduced TEA learns in minutes.
 
     Attributes:
+      task: 'motion', 'clutter' or 'order' (see `tea_jax.data.synthetic`). `min_frames`,
+        `max_frames`, `speed`, `orbit` and `growth` shape the motion task only; the other two
+        tasks fix their parameters in `tea_jax.data.synthetic`.
       seed: every video is a deterministic function of (seed, split, index).
       num_train: training videos (a multiple of 8 keeps the classes balanced).
       num_val: validation videos.
@@ -34,6 +37,7 @@ class SyntheticOptions:
       growth: (min, max) relative size increase per frame.
     """
 
+    task: str = "motion"
     seed: int = 0
     num_train: int = 1600
     num_val: int = 400
@@ -47,7 +51,7 @@ class SyntheticOptions:
 
 
 # The generator options that `default_config().synthetic` exposes, with the dataclass's defaults.
-SYNTHETIC_CONFIG_KEYS = ("seed", "num_train", "num_val", "size", "texture_amplitude")
+SYNTHETIC_CONFIG_KEYS = ("task", "seed", "num_train", "num_val", "size", "texture_amplitude")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -130,8 +134,8 @@ def default_config() -> ml_collections.ConfigDict:
 def synthetic_config(root: str = "data/synthetic") -> ml_collections.ConfigDict:
     """`default_config` for the synthetic motion dataset: 64x64 frames, 8 classes.
 
-    Flipping stays on: with the synthetic source, a flip exchanges the left/right and
-    clockwise/counter-clockwise labels.
+    Flipping stays on: with the synthetic source, a flip exchanges the labels of the task's
+    mirrored classes (left/right, clockwise/counter-clockwise, east/west, ...).
     """
     cfg = default_config()
     cfg.source, cfg.root = "synthetic", root

@@ -266,7 +266,7 @@ def build_source(
         root = synthetic.ensure(cfg.root, synthetic.SyntheticOptions(**cfg.synthetic))
         list_path = os.path.join(root, "train.txt" if split == "train" else "val.txt")
         entries = read_list(list_path, with_num_frames=False, root=root, **lists)
-        return VideoFileSource(entries), len(synthetic.CLASSES)
+        return VideoFileSource(entries), len(synthetic.TASKS[cfg.synthetic.task][0])
     if cfg.source == "frames":
         list_path = _list_path(cfg, split)
         if list_path is None:
@@ -301,9 +301,9 @@ def build_source(
 def _flip_labels(cfg: ml_collections.ConfigDict) -> tuple[tuple[int, int], ...]:
     pairs = tuple(tuple(p) for p in cfg.flip_label_pairs)
     if not pairs and cfg.source == "synthetic":
-        from tea_jax.data.synthetic import FLIP_LABEL_PAIRS
+        from tea_jax.data.synthetic import TASKS
 
-        pairs = FLIP_LABEL_PAIRS
+        pairs = TASKS[cfg.synthetic.task][1]
     return tuple((a, b) for a, b in pairs) + tuple((b, a) for a, b in pairs)
 
 

@@ -1,10 +1,18 @@
-"""Synthetic motion dataset: 8 classes in 4 time-reversed pairs.
+"""Synthetic video datasets whose classes per-frame appearance cannot tell apart.
 
-Each video shows one bright shape on a near-plain background moving left to right, top to bottom,
-circling clockwise or growing (class A of a pair); its time reversal is class B (right to left,
-bottom to top, circling counter-clockwise, shrinking). Every split holds each generated video and
-its exact reversal, so per-frame statistics cannot tell the classes of a pair apart: a model that
-averages per-frame predictions stays at chance on the pairs, a temporal model can reach ~100%.
+Three tasks (`SyntheticOptions.task`), each a set of classes in exact time-reversal pairs:
+- `motion` (the default): 8 classes of a shape's motion, described below;
+- `clutter`: 8 directions of a small object's slow motion over a textured, shaking, panning
+  background (see `_clutter_pair`): only short-range motion relative to the background tells them;
+- `order`: which of two brief events 4-14 frames apart came first (see `_order_pair`): only
+  aggregation over a long temporal range sees both.
+
+In the `motion` task, each video shows one bright shape on a near-plain background moving left to
+right, top to bottom, circling clockwise or growing (class A of a pair); its time reversal is class
+B (right to left, bottom to top, circling counter-clockwise, shrinking). Every split holds each
+generated video and its exact reversal, so per-frame statistics cannot tell the classes of a pair
+apart: a model that averages per-frame predictions stays at chance on the pairs, a temporal model
+can reach ~100%.
 
 The clockwise pair moves the shape along a circle rather than spinning it in place: the reduced
 TEA of the embedded default learns a circling direction within its budget, while the direction of
@@ -45,6 +53,39 @@ CLASSES = (
 )
 # Label pairs exchanged by a horizontal flip.
 FLIP_LABEL_PAIRS = ((0, 1), (4, 5))
+
+# Directions of the clutter task's object, as (dx, dy) per frame with y pointing down; classes
+# 2k and 2k + 1 are opposite directions, so a time reversal maps one onto the other.
+_CLUTTER_DIRECTIONS = {
+    "moving east": (1, 0),
+    "moving west": (-1, 0),
+    "moving south": (0, 1),
+    "moving north": (0, -1),
+    "moving south-east": (1, 1),
+    "moving north-west": (-1, -1),
+    "moving south-west": (-1, 1),
+    "moving north-east": (1, -1),
+}
+ORDER_CLASSES = ("flash before swell", "swell before flash")
+
+TASKS = {
+    "motion": (CLASSES, FLIP_LABEL_PAIRS),
+    # A horizontal flip exchanges east and west, south-east and south-west, north-west and
+    # north-east.
+    "clutter": (tuple(_CLUTTER_DIRECTIONS), ((0, 1), (4, 6), (5, 7))),
+    "order": (ORDER_CLASSES, ()),
+}
+
+# Parameters of the clutter and order tasks, fixed before any network was trained on them.
+CLUTTER_OBJECT_SPEED = (1.0, 2.0)  # pixels per frame, relative to the background
+CLUTTER_OBJECT_RADIUS = (0.06, 0.08)  # fraction of the frame size
+CLUTTER_PAN_SPEED = 1.5  # largest camera pan, pixels per frame, in a random direction
+CLUTTER_SHAKE = 1.5  # camera shake, uniform in [-CLUTTER_SHAKE, CLUTTER_SHAKE] pixels per axis
+CLUTTER_TEXTURE_CELL = 4  # pixels per cell of the background texture
+ORDER_FRAMES = 32  # every video; train with num_segments=32 so that every frame is seen
+ORDER_EVENT_FRAMES = 2  # length of each event
+ORDER_GAP = (4, 14)  # frames from the start of the first event to the start of the second
+ORDER_MARGIN = 8  # frames between either event and either end of the video
 
 # Asymmetric polygons, in units of the object radius.
 _SHAPES = (
@@ -120,15 +161,137 @@ def _motion(pair: int, rng: np.random.Generator, options: SyntheticOptions, num_
     return centres, radii, angle
 
 
+def _textured_background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Colourful clutter of CLUTTER_TEXTURE_CELL-pixel blobs; float (size, size, 3) in [0, 1]."""
+    cells = size // CLUTTER_TEXTURE_CELL
+    hsv = np.array([[[rng.uniform(0, 180), rng.uniform(40, 160), rng.uniform(90, 140)]]], np.uint8)
+    colour = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0] / 255.0
+    noise = rng.uniform(-1, 1, (cells, cells, 3)).astype(np.float32)
+    texture = cv2.resize(noise, (size, size), interpolation=cv2.INTER_CUBIC)
+    return np.clip(colour + 0.25 * texture, 0, 1)
+
+
+def _clutter_motion(pair: int, rng: np.random.Generator, size: int):
+    """Camera and object paths of a class-(2 * `pair`) clutter video.
+
+    Returns:
+      (camera, centres, radius): per-frame camera offsets (T, 2) and object centres in the frame
+      (T, 2), as (x, y) pixels, and the object's radius. The object moves relative to the
+      background (that is, `centres + camera`) at a constant velocity in the class's direction.
+    """
+    num_frames = int(rng.integers(12, 17))
+    t = np.arange(num_frames)[:, None]
+    direction = np.asarray(list(_CLUTTER_DIRECTIONS.values())[2 * pair], np.float64)
+    velocity = rng.uniform(*CLUTTER_OBJECT_SPEED) * direction / np.linalg.norm(direction)
+    pan_angle = rng.uniform(0, 2 * np.pi)
+    pan = rng.uniform(0, CLUTTER_PAN_SPEED) * np.array([np.cos(pan_angle), np.sin(pan_angle)])
+    camera = pan * t + rng.uniform(-CLUTTER_SHAKE, CLUTTER_SHAKE, (num_frames, 2))
+    radius = rng.uniform(*CLUTTER_OBJECT_RADIUS) * size
+    path = velocity * t - camera
+    low = radius + 1 - path.min(0)
+    high = size - radius - 1 - path.max(0)
+    if np.any(high < low):
+        raise AssertionError("the clutter task's parameters let the object leave the frame")
+    return camera, rng.uniform(low, high) + path, radius
+
+
+def _clutter_pair(pair: int, rng: np.random.Generator, options: SyntheticOptions) -> np.ndarray:
+    """Class 2 * `pair` of the clutter task: uint8 frames (T, size, size, 3), 12-16 frames.
+
+    The camera pans over a textured background at a random velocity of at most CLUTTER_PAN_SPEED
+    pixels per frame and shakes by up to CLUTTER_SHAKE pixels per axis in every frame (both
+    sub-pixel); a small shape moves relative to the background at 1-2 pixels per frame in the
+    class's direction. In the frame, the shape therefore moves at its velocity minus the pan's,
+    plus shake: only its motion relative to the background gives the class away. The shape stays
+    whole inside the frame.
+    """
+    size = options.size
+    camera, centres, radius = _clutter_motion(pair, rng, size)
+    margin = int(np.ceil(np.abs(camera).max())) + 2
+    world = _textured_background(rng, size + 2 * margin)
+    colour = _object_colour(rng)
+    shape = _SHAPES[rng.integers(len(_SHAPES))]
+    angle = rng.uniform(0, 2 * np.pi)
+    frames = []
+    for (x, y), centre in zip(camera, centres, strict=True):
+        view = np.float32([[1, 0, -(margin + x)], [0, 1, -(margin + y)]])
+        background = cv2.warpAffine(world, view, (size, size), flags=cv2.INTER_LINEAR)
+        frames.append(_render(background, colour, shape, centre, radius, angle))
+    return np.stack(frames)
+
+
+def _order_events(rng: np.random.Generator) -> tuple[int, int]:
+    """First frames of the flash and of the swell in an order video of class 0."""
+    gap = int(rng.integers(ORDER_GAP[0], ORDER_GAP[1] + 1))
+    last_start = ORDER_FRAMES - ORDER_MARGIN - ORDER_EVENT_FRAMES - gap
+    flash = int(rng.integers(ORDER_MARGIN, last_start + 1))
+    return flash, flash + gap
+
+
+def _order_pair(rng: np.random.Generator, options: SyntheticOptions) -> np.ndarray:
+    """Class 0 of the order task ("flash before swell"): uint8 frames (ORDER_FRAMES, size, size, 3).
+
+    Two shapes sit still on a near-plain background. For ORDER_EVENT_FRAMES frames the first one
+    flashes (takes another colour); ORDER_GAP frames after the flash starts, the second one swells
+    (1.6 times its radius) for as long. Both events stay ORDER_MARGIN frames away from either end,
+    so a network that sees one event and a clip boundary together still cannot tell which came
+    first; its time reversal ("swell before flash") holds the same frames. The shapes sit in the
+    middle 40% of the frame, where every training crop keeps them.
+    """
+    size = options.size
+    flash, swell = _order_events(rng)
+
+    background = _background(rng, size, options.texture_amplitude)
+    radius = 0.11 * size
+    while True:
+        centres = rng.uniform(0.3 * size, 0.7 * size, (2, 2))
+        if np.linalg.norm(centres[0] - centres[1]) > 3.4 * radius:
+            break
+    colours = [_object_colour(rng) for _ in range(2)]
+    hue = cv2.cvtColor(np.uint8(colours[0][None, None] * 255), cv2.COLOR_RGB2HSV)[0, 0, 0]
+    flash_hsv = np.array([[[(int(hue) + 90) % 180, 255, 255]]], np.uint8)
+    flash_colour = cv2.cvtColor(flash_hsv, cv2.COLOR_HSV2RGB)[0, 0] / 255.0
+    shapes = [_SHAPES[i] for i in rng.choice(len(_SHAPES), 2, replace=False)]
+    angles = rng.uniform(0, 2 * np.pi, 2)
+    frames = []
+    for t in range(ORDER_FRAMES):
+        flashing = flash <= t < flash + ORDER_EVENT_FRAMES
+        swelling = swell <= t < swell + ORDER_EVENT_FRAMES
+        image = _render(
+            background,
+            flash_colour if flashing else colours[0],
+            shapes[0],
+            centres[0],
+            radius,
+            angles[0],
+        )
+        image = _render(
+            image / 255.0,
+            colours[1],
+            shapes[1],
+            centres[1],
+            radius * (1.6 if swelling else 1),
+            angles[1],
+        )
+        frames.append(image)
+    return np.stack(frames)
+
+
 def generate_pair(options: SyntheticOptions, split: str, index: int) -> tuple[int, np.ndarray]:
     """Renders base video `index` of `split`.
 
     Returns:
-      (pair, frames): the class pair in [0, 4) and uint8 frames (T, size, size, 3) of its class-A
-      motion; reversed along T they are a class-B video.
+      (pair, frames): the class pair (classes 2 * pair and 2 * pair + 1 of the task) and uint8
+      frames (T, size, size, 3) of its first class; reversed along T they are a video of the
+      second.
     """
     rng = np.random.default_rng([options.seed, ("train", "val").index(split), index])
-    pair = index % 4
+    num_pairs = len(TASKS[options.task][0]) // 2
+    pair = index % num_pairs
+    if options.task == "clutter":
+        return pair, _clutter_pair(pair, rng, options)
+    if options.task == "order":
+        return pair, _order_pair(rng, options)
     num_frames = int(rng.integers(options.min_frames, options.max_frames + 1))
     background = _background(rng, options.size, options.texture_amplitude)
     colour = _object_colour(rng)
@@ -156,6 +319,8 @@ def _write_pair(job) -> list[tuple[str, int]]:
 
 def generate(output: str, options: SyntheticOptions = DEFAULT_OPTIONS, workers: int = 2) -> None:
     """Writes the dataset into `output` (created; must not exist yet)."""
+    if options.task not in TASKS:
+        raise ValueError(f"unknown synthetic task '{options.task}'; known: {', '.join(TASKS)}")
     os.makedirs(output)
     jobs = []
     for split, count in (("train", options.num_train), ("val", options.num_val)):
@@ -172,7 +337,7 @@ def generate(output: str, options: SyntheticOptions = DEFAULT_OPTIONS, workers: 
                 if job_split == split:
                     f.writelines(f"{path} {label}\n" for path, label in lines)
     with open(os.path.join(output, "classes.txt"), "w") as f:
-        f.writelines(f"{name}\n" for name in CLASSES)
+        f.writelines(f"{name}\n" for name in TASKS[options.task][0])
     with open(os.path.join(output, "meta.json"), "w") as f:
         json.dump(_meta(options), f, indent=2)
 
