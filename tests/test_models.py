@@ -134,3 +134,42 @@ def test_full_size_tea50_compiles_and_runs():
     variables, video = init(model, 8, size=64, batch=1)
     logits = jax.jit(model.apply)(variables, video)
     assert logits.shape == (1, 7) and np.isfinite(logits).all()
+
+
+def temporal_reach(name: str, num_segments: int = 20, **options) -> tuple[int, int]:
+    """How far back and ahead of a frame the per-frame predictions see: (min, max) of t - j over
+    the frames t whose classifier output changes when frame j (the middle one) changes."""
+    model = create_model(name, num_classes=2, num_segments=num_segments, **options)
+    variables, video = init(model, num_segments, batch=1)
+    j = num_segments // 2
+    changed = video.at[:, j].add(jax.random.normal(jax.random.key(2), video.shape[2:]))
+    outputs = []
+    for clip in (video, changed):
+        _, state = model.apply(
+            variables,
+            clip,
+            capture_intermediates=lambda module, _: module.name == "fc",
+            mutable=["intermediates"],
+        )
+        outputs.append(np.asarray(state["intermediates"]["fc"]["__call__"][0]))
+    seen = np.nonzero(np.abs(outputs[1] - outputs[0]).max(-1) > 0)[0] - j
+    return int(seen.min()), int(seen.max())
+
+
+@pytest.mark.parametrize(
+    "name,stage_sizes,temporal_stages,reach",
+    [
+        # One block per stage: Res2Net's first block of a stage has no hierarchical residual, so
+        # MTA has no cascade and reaches one frame per block, as (2+1)D does.
+        ("mta50", (1, 1, 1, 1), (1, 2, 3, 4), (-4, 4)),
+        # The order task's skeleton (configs/synthetic_order.py).
+        ("r2plus1d_res2net50", (1, 1, 2, 2), (3, 4), (-4, 4)),
+        ("mta50", (1, 1, 2, 2), (3, 4), (-8, 8)),
+    ],
+)
+def test_temporal_reach(name, stage_sizes, temporal_stages, reach):
+    """What the architecture can reach once trained: temporal kernels drawn at random (MTA's
+    cascaded fragments start as identities)."""
+    options = {"stage_sizes": stage_sizes, "temporal_stages": temporal_stages}
+    options["temporal_init"] = "normal"
+    assert temporal_reach(name, width_multiplier=0.25, **options) == reach
