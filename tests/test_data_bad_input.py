@@ -254,7 +254,8 @@ def test_damaged_shard_names_it(records_root, damage, reason):
     if damage == "fewer_records":
         _rewrite_shard(path, [_jpeg(0)] * 11)
     elif damage == "truncated_shard":
-        data = open(path, "rb").read()
+        with open(path, "rb") as f:
+            data = f.read()
         _write(path, data[: len(data) // 2])
     else:
         os.remove(path)

@@ -284,9 +284,7 @@ def build_source(
         entries, classes = class_folder_videos(folder)
         return VideoFileSource(entries), len(classes)
     if cfg.source == "arrayrecord":
-        found = next(
-            (s for s in split_candidates(split) if records.shard_paths(cfg.root, s)), None
-        )
+        found = next((s for s in split_candidates(split) if records.shard_paths(cfg.root, s)), None)
         if found is None:
             raise DataError(cfg.root, f"no ArrayRecord shards for split '{split}'")
         meta = records.read_meta(cfg.root)
