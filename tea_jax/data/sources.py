@@ -154,12 +154,18 @@ class RecordFrames:
 
     def __init__(self, reader: records.FrameRecordReader, index: int):
         self._reader, self._index = reader, index
-        video_id, self.label, self.num_frames = reader.video(index)
-        self.name = f"{video_id} ({reader.location(index, 0)})"
+        self._id, self.label, self.num_frames = reader.video(index)
+
+    @property
+    def name(self) -> str:
+        return f"{self._id} ({self._reader.location(self._index, 0)})"
 
     def _decode(self, frame: int) -> np.ndarray:
-        name = self._reader.location(self._index, frame)
-        return decode_image(self._reader.frame(self._index, frame), name)
+        data = self._reader.frame(self._index, frame)
+        try:
+            return decode_image(data, "")
+        except DataError as e:  # named here: the record's location is only formatted if needed
+            raise DataError(self._reader.location(self._index, frame), e.reason) from None
 
     def read(self, indices: Sequence[int]) -> np.ndarray:
         return _read_unique(indices, self._decode, self.name)
