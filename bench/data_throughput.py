@@ -5,9 +5,9 @@ as ArrayRecord records of one frame each, and 320x240 mp4 files with GOPs of 1, 
 frames), then measures for T = 8 and 16:
   - clips/s per core: the training reader (read + TSN sampling + multi-scale crop to 224 + flip)
     called in one thread, per CPU-second of that thread;
-  - bytes read from storage per clip, in that loop: the bytes the process read through read
-    system calls (Linux `/proc/self/io` rchar): the JPEG files opened, the ArrayRecord records
-    read, the bytes the video demuxer read;
+  - bytes read from storage per clip, in that loop: the bytes the thread read through read
+    system calls (Linux `/proc/thread-self/io` rchar): the JPEG files opened, the ArrayRecord
+    records read, the bytes the video demuxer read;
   - clips/s of the whole grain pipeline (batches of 16, wall clock) with 1, 2 and all cores of
     worker processes.
 Prints a line per measurement, then one JSON line with every figure, the CPU and the load
@@ -116,9 +116,9 @@ def configs(root: str, sources: list[str]) -> dict:
 
 
 def _bytes_read() -> int | None:
-    """Bytes this process has read through read system calls (None off Linux)."""
+    """Bytes this thread has read through read system calls (None off Linux)."""
     try:
-        with open("/proc/self/io") as f:
+        with open("/proc/thread-self/io") as f:
             return next(int(line.split()[1]) for line in f if line.startswith("rchar"))
     except OSError:
         return None
