@@ -278,3 +278,27 @@ def test_clip_reads_only_its_frames(data_forms):
     frame_bytes = sizes[3] + sizes[10] + sizes[17]
     # The three frames, and at most a kilobyte each of chunk headers and read-ahead.
     assert frame_bytes <= read < frame_bytes + 3 * 1024 and read < sum(sizes) / 4
+
+
+def test_records_in_worker_processes_resume_exactly(data_forms):
+    """A layout-2 source pickled into a worker reads the same clips; the iterator resumes."""
+    cfg = default_config()
+    cfg.update(source="arrayrecord", root=str(data_forms / "ar_frames"), image_size=16)
+    cfg.short_side = 16
+
+    def loader(workers):
+        cfg.num_workers = workers
+        return iter(create_loader(cfg, "train", batch_size=2, num_segments=3, seed=0))
+
+    iterator = loader(0)
+    first = [next(iterator) for _ in range(3)]  # three epochs of the two videos
+    state = iterator.get_state()
+    expected = [next(iterator) for _ in range(2)]
+    resumed = loader(0)
+    resumed.set_state(state)
+    for a, b in zip(expected, [next(resumed) for _ in range(2)], strict=True):
+        np.testing.assert_array_equal(a["video"], b["video"])
+        np.testing.assert_array_equal(a["label"], b["label"])
+    in_worker = loader(1)
+    for a, b in zip(first, [next(in_worker) for _ in range(3)], strict=True):
+        np.testing.assert_array_equal(a["video"], b["video"])
