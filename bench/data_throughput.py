@@ -4,7 +4,8 @@ Writes a small benchmark dataset (300-frame clips: JPEG frame folders at 340x256
 as ArrayRecord records of one frame each, and 320x240 mp4 files with GOPs of 1, 12 and 250
 frames), then measures for T = 8 and 16:
   - clips/s per core: the training reader (read + TSN sampling + multi-scale crop to 224 + flip)
-    called in one thread, per CPU-second of that thread;
+    called in one thread, per CPU-second of that thread (median of --rounds passes over all
+    sources in turn);
   - bytes read from storage per clip, in that loop: the bytes the thread read through read
     system calls (Linux `/proc/thread-self/io` rchar): the JPEG files opened, the ArrayRecord
     records read, the bytes the video demuxer read;
@@ -13,7 +14,8 @@ frames), then measures for T = 8 and 16:
 Prints a line per measurement, then one JSON line with every figure, the CPU and the load
 average (the worker figures need an otherwise idle machine).
 
-  python bench/data_throughput.py [--videos 8] [--frames 300] [--seconds 5] [--workers 1 2 16]
+  python bench/data_throughput.py [--videos 8] [--frames 300] [--seconds 5] [--rounds 3]
+      [--workers 1 2 16]
 """
 
 import argparse
@@ -181,6 +183,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=300, help="frames per video")
     parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
     parser.add_argument("--segments", type=int, nargs="+", default=[8, 16], help="T values")
+    parser.add_argument("--rounds", type=int, default=3, help="per-core passes (median)")
     parser.add_argument(
         "--workers",
         type=int,
@@ -195,24 +198,36 @@ def main() -> None:
     load_start = os.getloadavg()
     with tempfile.TemporaryDirectory() as root:
         write_dataset(root, args.videos, args.frames, args.sources)
-        for name, cfg in configs(root, args.sources).items():
-            for t in args.segments:
-                rate, bytes_per_clip = per_core(cfg, t, args.seconds)
-                workers = {str(w): pipeline(cfg, t, w, args.seconds) for w in args.workers}
-                row = {
-                    "source": name,
-                    "T": t,
-                    "clips_per_sec_per_core": round(rate, 1),
-                    "bytes_per_clip": None if bytes_per_clip is None else round(bytes_per_clip),
-                    "workers": {w: round(r, 1) for w, r in workers.items()},
-                }
-                results.append(row)
-                scaling = ", ".join(f"{r:.1f} with {w}" for w, r in workers.items())
-                print(
-                    f"{name:16s} T={t:2d}  {rate:7.1f} clips/s/core  "
-                    f"{(bytes_per_clip or 0) / 1e3:8.1f} KB/clip  clips/s: {scaling} workers",
-                    flush=True,
-                )
+        cases = [
+            (n, cfg, t) for n, cfg in configs(root, args.sources).items() for t in args.segments
+        ]
+        rates, bytes_per_clip = {(n, t): [] for n, _, t in cases}, {}
+        for _ in range(args.rounds):  # interleaved, so that a change of load hits every source
+            for name, cfg, t in cases:
+                rate, bytes_per_clip[name, t] = per_core(cfg, t, args.seconds)
+                rates[name, t].append(rate)
+        for name, cfg, t in cases:
+            rate = float(np.median(rates[name, t]))
+            read = bytes_per_clip[name, t]
+            workers = {str(w): pipeline(cfg, t, w, args.seconds) for w in args.workers}
+            row = {
+                "source": name,
+                "T": t,
+                "clips_per_sec_per_core": round(rate, 1),
+                "clips_per_sec_per_core_range": [
+                    round(min(rates[name, t]), 1),
+                    round(max(rates[name, t]), 1),
+                ],
+                "bytes_per_clip": None if read is None else round(read),
+                "workers": {w: round(r, 1) for w, r in workers.items()},
+            }
+            results.append(row)
+            scaling = ", ".join(f"{r:.1f} with {w}" for w, r in workers.items())
+            print(
+                f"{name:16s} T={t:2d}  {rate:7.1f} clips/s/core  "
+                f"{(read or 0) / 1e3:8.1f} KB/clip  clips/s: {scaling} workers",
+                flush=True,
+            )
     summary = {
         "sources": results,
         "cpu": _cpu(),

@@ -12,7 +12,18 @@ def test_data_throughput_json_line():
     command = [
         sys.executable,
         str(ROOT / "bench" / "data_throughput.py"),
-        *("--videos", "2", "--frames", "12", "--seconds", "0.3", "--segments", "4"),
+        *(
+            "--videos",
+            "2",
+            "--frames",
+            "12",
+            "--seconds",
+            "0.3",
+            "--segments",
+            "4",
+            "--rounds",
+            "1",
+        ),
         *("--workers", "0", "--sources", "frames", "arrayrecord"),
     ]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
