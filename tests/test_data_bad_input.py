@@ -8,8 +8,9 @@ import av
 import cv2
 import numpy as np
 import pytest
+from array_record.python.array_record_module import ArrayRecordWriter
 
-from tea_jax.data import DataError, ListFileError, create_loader, default_config
+from tea_jax.data import DataError, ListFileError, create_loader, default_config, records
 from tea_jax.data.listfiles import read_list
 from tea_jax.data.video import write_video
 
@@ -195,3 +196,80 @@ def test_video_list_lines(tmp_path):
         str(path), with_num_frames=False, root="/r", on_error="skip", max_bad_fraction=0.5
     )
     assert [(e.path, e.label) for e in entries] == [("/r/a.mp4", 2)]
+
+
+@pytest.fixture
+def records_root(tmp_path):
+    """A layout-2 ArrayRecord split of NUM_GOOD 4-frame videos in 2 shards."""
+    with records.FrameRecordWriter(str(tmp_path), "val", 2) as writer:
+        for i in range(NUM_GOOD):
+            writer.write(f"v{i}", i % 3, [_jpeg(40 * f) for f in range(4)])
+    meta = {"num_classes": 3, "splits": {"val": NUM_GOOD}, "layouts": {"val": 2}}
+    records.write_meta(str(tmp_path), meta)
+    return tmp_path
+
+
+def _records_epoch(root):
+    cfg = default_config()
+    cfg.update(source="arrayrecord", root=str(root), num_workers=0, image_size=16, short_side=16)
+    cfg.on_error = "raise"
+    return _epoch(cfg, "val")
+
+
+def _rewrite_shard(path, frames):
+    os.remove(path)
+    writer = ArrayRecordWriter(path, "group_size:1,uncompressed")
+    for frame in frames:
+        writer.write(frame)
+    writer.close()
+
+
+SHARD_0 = "val.array_record-00000-of-00002"
+
+
+def test_records_read(records_root):
+    assert sum(len(b["label"]) for b in _records_epoch(records_root)) == NUM_GOOD
+
+
+def test_truncated_frame_record_names_shard_record(records_root):
+    good = [_jpeg(40 * f) for f in range(4)]
+    # Video 2 is the second video of shard 0: records 4-7; its frame 1 is record 5.
+    frames = [*good, good[0], _jpeg(200)[:300], *good[2:], *good]
+    _rewrite_shard(str(records_root / SHARD_0), frames)
+    with pytest.raises(DataError, match="truncated JPEG") as error:
+        _records_epoch(records_root)
+    assert error.value.path == f"{records_root / SHARD_0} record 5"
+
+
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        ("fewer_records", r"shard holds 11 records, the index .*val\.index\.msgpack says 12"),
+        ("truncated_shard", r"cannot open shard \(truncated or not an ArrayRecord file\)"),
+        ("missing_shard", "shard file is missing"),
+    ],
+)
+def test_damaged_shard_names_it(records_root, damage, reason):
+    path = str(records_root / SHARD_0)
+    if damage == "fewer_records":
+        _rewrite_shard(path, [_jpeg(0)] * 11)
+    elif damage == "truncated_shard":
+        with open(path, "rb") as f:
+            data = f.read()
+        _write(path, data[: len(data) // 2])
+    else:
+        os.remove(path)
+    with pytest.raises(DataError, match=reason) as error:
+        _records_epoch(records_root)
+    assert error.value.path == path
+
+
+def test_missing_or_malformed_index(records_root):
+    index = records_root / "val.index.msgpack"
+    _write(str(index), b"\x93not an index")
+    with pytest.raises(DataError, match="malformed index") as error:
+        _records_epoch(records_root)
+    assert error.value.path == str(index)
+    os.remove(index)
+    with pytest.raises(DataError, match="cannot read the split's index"):
+        _records_epoch(records_root)

@@ -74,7 +74,7 @@ def test_frame_folders_and_list(data_forms):
     ]
     assert len(os.listdir(data_forms / "frames" / "a" / "clip_1")) == 26
     meta = records.read_meta(str(data_forms / "ar_videos"))
-    assert meta == {"num_classes": 2, "splits": {"val": 2}}
+    assert meta == {"num_classes": 2, "splits": {"val": 2}, "layouts": {"val": 2}}
     assert len(records.shard_paths(str(data_forms / "ar_videos"), "val")) == 2
 
 
@@ -122,12 +122,12 @@ def test_resize_at_preparation(data_forms):
     )
     batch = next(iter(create_loader(cfg, "val", batch_size=2, num_segments=2, seed=0)))
     assert batch["video"].shape == (2, 1, 2, 16, 16, 3)
-    reader = records.open_shards(records.shard_paths(str(data_forms / "ar_small"), "val"))
-    example = records.decode(reader[0])
-    assert example["id"].startswith("a/clip_")
+    reader = records.FrameRecordReader(str(data_forms / "ar_small"), "val")
+    video_id, _, num_frames = reader.video(0)
+    assert video_id.startswith("a/clip_") and num_frames in (20, 26)
     from tea_jax.data.sources import decode_image
 
-    assert decode_image(example["frames"][0], "frame").shape == (16, 24, 3)
+    assert decode_image(reader.frame(0, 0), "frame").shape == (16, 24, 3)
 
 
 def test_record_label_outside_classes_is_bad_input(data_forms, tmp_path):
@@ -237,3 +237,68 @@ def test_kinetics_and_something_something_annotations(tmp_path):
     v2 = datasets.load("something_something_v2", str(ss2))
     assert v2.splits == {"train": [("5.webm", 1)], "val": []}
     assert v2.classes == ["Holding something", "Putting something on something"]
+
+
+def test_layout_1_shards_still_read(data_forms, tmp_path):
+    """Shards of one record per video (no `layouts` in meta.json) give the same clips."""
+    frames = data_forms / "frames"
+    with records.ShardedWriter(str(tmp_path), "val", 1) as writer:
+        for i, count in enumerate((20, 26)):
+            folder = frames / "a" / f"clip_{i}"
+            encoded = [(folder / f"img_{f + 1:05d}.jpg").read_bytes() for f in range(count)]
+            writer.write(records.encode(f"a/clip_{i}", i, encoded))
+    records.write_meta(str(tmp_path), {"num_classes": 2, "splits": {"val": 2}})
+    batches = {}
+    for name, root in (("layout 1", tmp_path), ("layout 2", data_forms / "ar_frames")):
+        cfg = default_config()
+        cfg.update(source="arrayrecord", root=str(root), num_workers=0, image_size=24)
+        cfg.short_side = 32
+        batches[name] = next(iter(create_loader(cfg, "val", batch_size=2, num_segments=4, seed=0)))
+    np.testing.assert_array_equal(batches["layout 1"]["video"], batches["layout 2"]["video"])
+    np.testing.assert_array_equal(batches["layout 1"]["label"], batches["layout 2"]["label"])
+
+
+def _bytes_read() -> int:
+    with open("/proc/self/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("rchar"))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/io"), reason="needs Linux /proc/self/io")
+def test_clip_reads_only_its_frames(data_forms):
+    from tea_jax.data.sources import ArrayRecordSource
+
+    source = ArrayRecordSource(str(data_forms / "ar_frames"), "val")
+    clip = source.open(1)
+    assert clip.num_frames == 26
+    clip.read([0])  # opens the shard
+    sizes = [f.stat().st_size for f in sorted((data_forms / "frames" / "a" / "clip_1").iterdir())]
+    before = _bytes_read()
+    clip.read([3, 10, 17, 10])
+    read = _bytes_read() - before
+    frame_bytes = sizes[3] + sizes[10] + sizes[17]
+    # The three frames, and at most a kilobyte each of chunk headers and read-ahead.
+    assert frame_bytes <= read < frame_bytes + 3 * 1024 and read < sum(sizes) / 4
+
+
+def test_records_in_worker_processes_resume_exactly(data_forms):
+    """A layout-2 source pickled into a worker reads the same clips; the iterator resumes."""
+    cfg = default_config()
+    cfg.update(source="arrayrecord", root=str(data_forms / "ar_frames"), image_size=16)
+    cfg.short_side = 16
+
+    def loader(workers):
+        cfg.num_workers = workers
+        return iter(create_loader(cfg, "train", batch_size=2, num_segments=3, seed=0))
+
+    iterator = loader(0)
+    first = [next(iterator) for _ in range(3)]  # three epochs of the two videos
+    state = iterator.get_state()
+    expected = [next(iterator) for _ in range(2)]
+    resumed = loader(0)
+    resumed.set_state(state)
+    for a, b in zip(expected, [next(resumed) for _ in range(2)], strict=True):
+        np.testing.assert_array_equal(a["video"], b["video"])
+        np.testing.assert_array_equal(a["label"], b["label"])
+    in_worker = loader(1)
+    for a, b in zip(first, [next(in_worker) for _ in range(3)], strict=True):
+        np.testing.assert_array_equal(a["video"], b["video"])

@@ -139,13 +139,15 @@ class Replica:
         assert count > 0, path
 
     def check_records(self, folder: str, split: str, classes: list[str]) -> None:
-        reader = records.open_shards(records.shard_paths(str(self.work / folder), split))
-        examples = [records.decode(reader[i]) for i in range(len(reader))]
-        assert examples
-        for example in examples:
-            video = os.path.splitext(example["id"])[0]
-            assert example["label"] == classes.index(self.label_of[video]), example["id"]
-        assert records.read_meta(str(self.work / folder))["classes"] == classes
+        reader = records.FrameRecordReader(str(self.work / folder), split)
+        assert len(reader)
+        for i in range(len(reader)):
+            video_id, label, num_frames = reader.video(i)
+            video = os.path.splitext(video_id)[0]
+            assert label == classes.index(self.label_of[video]), video_id
+            assert reader.frame(i, num_frames - 1)[:2] == b"\xff\xd8", video_id
+        meta = records.read_meta(str(self.work / folder))
+        assert meta["classes"] == classes and meta["layouts"][split] == records.FRAME_RECORDS
 
     def check_tfds(self, name: str, classes: list[str]) -> None:
         import tensorflow_datasets as tfds
@@ -374,13 +376,12 @@ def test_something_something_v1(tmp_path, jax_cache):
         "--workers",
         "1",
     )
-    reader = records.open_shards(
-        records.shard_paths(str(ss1.work / "data/something-something-v1/arrayrecord"), "train")
+    reader = records.FrameRecordReader(
+        str(ss1.work / "data/something-something-v1/arrayrecord"), "train"
     )
     for i in range(len(reader)):
-        example = records.decode(reader[i])
-        name = ss1.label_of[os.path.basename(example["id"])]
-        assert example["label"] == classes.index(name)
+        video_id, label, _ = reader.video(i)
+        assert label == classes.index(ss1.label_of[os.path.basename(video_id)])
     ss1.run(
         "python -m tea_jax.data.prepare tfds --dataset something_something_v1 "
         "--manual_dir ~/datasets/something-something-v1 --data_dir ~/tensorflow_datasets",

@@ -23,6 +23,7 @@ from tea_jax.data.sources import (
     Source,
     TfdsSource,
     VideoFileSource,
+    VideoRecordSource,
 )
 from tea_jax.data.workers import exit_with_parent_init
 
@@ -283,11 +284,13 @@ def build_source(
         entries, classes = class_folder_videos(folder)
         return VideoFileSource(entries), len(classes)
     if cfg.source == "arrayrecord":
-        candidates = (records.shard_paths(cfg.root, s) for s in split_candidates(split))
-        paths = next((p for p in candidates if p), [])
-        if not paths:
+        found = next((s for s in split_candidates(split) if records.shard_paths(cfg.root, s)), None)
+        if found is None:
             raise DataError(cfg.root, f"no ArrayRecord shards for split '{split}'")
-        return ArrayRecordSource(paths), records.read_meta(cfg.root).get("num_classes")
+        meta = records.read_meta(cfg.root)
+        if records.layout(meta, found) == records.FRAME_RECORDS:
+            return ArrayRecordSource(cfg.root, found), meta.get("num_classes")
+        return VideoRecordSource(records.shard_paths(cfg.root, found)), meta.get("num_classes")
     if cfg.source == "tfds":
         from tea_jax.data import tfds_builders
 

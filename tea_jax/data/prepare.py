@@ -6,7 +6,8 @@
   # 2. Frame folders (JPEG, img_00001.jpg, ...) from videos, and the matching frame list.
   python -m tea_jax.data.prepare frames --list data/ucf101/train_split1.txt \\
       --root ~/downloads/ucf101/UCF-101 --output data/ucf101/frames --short_side 256
-  # 3. ArrayRecord shards (one record of JPEG frames per video) from frame folders or videos.
+  # 3. ArrayRecord shards (one record per JPEG frame, and an index of the videos) from frame
+  # folders or videos.
   python -m tea_jax.data.prepare arrayrecord --list data/ucf101/frames/train_split1.txt \\
       --kind frames --root data/ucf101/frames --output data/ucf101/arrayrecord --split train
   # Or a TFDS dataset (ArrayRecord, read with tfds.data_source) straight from the download.
@@ -49,15 +50,16 @@ def _extract(entry: Entry, root: str, output: str, short_side: int | None, quali
     return Entry(folder, entry.label, len(frames)), None
 
 
-def _video_record(
+def _video_frames(
     entry: Entry, root: str, kind: str, short_side: int | None, quality: int, template: str
 ):
+    """((id, label, JPEG frames), None) of one video, or (None, error)."""
     video_id = os.path.relpath(entry.path, root) if root else entry.path
     try:
         frames = jpeg_frames(entry, template if kind == "frames" else None, short_side, quality)
     except DataError as e:
         return None, str(e)
-    return records.encode(video_id, entry.label, frames), None
+    return (video_id, entry.label, frames), None
 
 
 def _run(function, entries, workers):
@@ -103,7 +105,7 @@ def build_arrayrecord(args) -> None:
         max_bad_fraction=1.0,
     )
     encode = functools.partial(
-        _video_record,
+        _video_frames,
         root=args.root,
         kind=args.kind,
         short_side=args.short_side,
@@ -111,10 +113,10 @@ def build_arrayrecord(args) -> None:
         template=args.template,
     )
     num_shards = min(args.num_shards or max(1, len(entries) // 1000), len(entries))
-    with records.ShardedWriter(args.output, args.split, num_shards) as writer:
-        for record in _run(encode, entries, args.workers):
-            if record:
-                writer.write(record)
+    with records.FrameRecordWriter(args.output, args.split, num_shards) as writer:
+        for video in _run(encode, entries, args.workers):
+            if video:
+                writer.write(*video)
     meta = (
         records.read_meta(args.output)
         if os.path.exists(os.path.join(args.output, "meta.json"))
@@ -128,7 +130,9 @@ def build_arrayrecord(args) -> None:
         num_classes = max(e.label for e in entries) + 1
         logging.warning("num_classes=%d from the largest label; pass --num_classes", num_classes)
     meta.update(
-        num_classes=num_classes, splits={**meta.get("splits", {}), args.split: writer.count}
+        num_classes=num_classes,
+        splits={**meta.get("splits", {}), args.split: writer.count},
+        layouts={**meta.get("layouts", {}), args.split: records.FRAME_RECORDS},
     )
     records.write_meta(args.output, meta)
     print(

@@ -89,7 +89,7 @@ class FrameFolder:
 
 
 class EncodedFrames:
-    """A clip held in memory as encoded images (one ArrayRecord/TFDS record)."""
+    """A clip held in memory as encoded images (one layout-1 ArrayRecord or TFDS record)."""
 
     def __init__(self, name: str, label: int, frames: Sequence[bytes]):
         self.name, self.label, self._frames = name, label, frames
@@ -149,8 +149,53 @@ class VideoFileSource:
         return VideoClip(self._entries[index])
 
 
+class RecordFrames:
+    """A video of a layout-2 ArrayRecord split: reads the records of the requested frames only."""
+
+    def __init__(self, reader: records.FrameRecordReader, index: int):
+        self._reader, self._index = reader, index
+        self._id, self.label, self.num_frames = reader.video(index)
+
+    @property
+    def name(self) -> str:
+        return f"{self._id} ({self._reader.location(self._index, 0)})"
+
+    def _decode(self, frame: int) -> np.ndarray:
+        data = self._reader.frame(self._index, frame)
+        try:
+            return decode_image(data, "")
+        except DataError as e:  # named here: the record's location is only formatted if needed
+            raise DataError(self._reader.location(self._index, frame), e.reason) from None
+
+    def read(self, indices: Sequence[int]) -> np.ndarray:
+        return _read_unique(indices, self._decode, self.name)
+
+
 class ArrayRecordSource:
-    """Records written by `tea_jax.data.prepare` (see `tea_jax.data.records`)."""
+    """A split written by `tea_jax.data.prepare arrayrecord`: one record per frame (layout 2).
+
+    Args:
+      directory: the folder of the shards, their index and `meta.json`.
+      split: split name.
+    """
+
+    def __init__(self, directory: str, split: str):
+        self._directory, self._split = directory, split
+        self._reader = records.FrameRecordReader(directory, split)
+
+    def __len__(self) -> int:
+        return len(self._reader)
+
+    def name(self, index: int) -> str:
+        video_id = self._reader.video(index)[0]
+        return f"{video_id} ({records.index_path(self._directory, self._split)} video {index})"
+
+    def open(self, index: int) -> RecordFrames:
+        return RecordFrames(self._reader, index)
+
+
+class VideoRecordSource:
+    """Layout-1 shards (one record per video), written before layout 2."""
 
     def __init__(self, paths: Sequence[str]):
         self._paths = list(paths)
