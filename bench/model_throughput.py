@@ -6,8 +6,9 @@ optionally beside the PyTorch reference.
 
 Reports the median step time of `--steps` timed steps after `--warmup` untimed ones, clips/s,
 compile time, peak memory, achieved FLOP/s (MACs from `tea_jax.flops`, x2, x3 for a training step)
-and, on accelerators with a known peak, model FLOPs utilisation; `--profile DIR` adds the time per
-step of each kind of XLA op. The last line printed is one JSON object.
+and, on accelerators with a known peak (`tea_jax.flops.PEAK_FLOPS`), model FLOPs utilisation;
+`--profile DIR` adds the time per step of each kind of XLA op. The reference runs in float32, or
+under `torch.autocast` in bfloat16 with `--dtype bf16`. The last line printed is one JSON object.
 """
 
 import argparse

@@ -1,0 +1,73 @@
+"""bench/accelerator_check.py end to end on CPU with a reduced network, and its batch search."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+
+import accelerator_check  # noqa: E402
+
+
+def _search(largest_fitting, start, max_batch, step=1):
+    tried = []
+
+    def fits(batch):
+        tried.append(batch)
+        return batch <= largest_fitting
+
+    return accelerator_check.largest_batch(fits, start, max_batch, step), tried
+
+
+def test_batch_search_doubles_then_bisects():
+    assert _search(37, 8, 1024) == ((37, 38), [8, 16, 32, 64, 48, 40, 36, 38, 37])
+    (fitting, failing), _ = _search(37, 8, 1024, step=8)
+    assert (fitting, failing) == (32, 40)
+
+
+def test_batch_search_is_bounded_and_goes_below_a_start_that_does_not_fit():
+    assert _search(5000, 8, 100) == ((100, None), [8, 16, 32, 64, 100])
+    assert _search(3, 8, 100) == ((3, 4), [8, 4, 2, 3])
+    assert _search(0, 2, 100) == ((0, 1), [2, 1])
+
+
+def test_accelerator_check_runs_end_to_end_on_cpu(tmp_path):
+    """Every step of the check on a reduced network: rows, reference note, search, JSON line.
+
+    The TSN ResNet compiles fastest; the check runs any model the same way.
+    """
+    args = "--size 32 --stage_sizes 1,1,1,1 --width 0.25 --max_batch 2 --steps 2 --warmup 1"
+    args += " --batch 1 --segments 4 --models tsn_resnet50 --dtypes fp32"
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bench", "accelerator_check.py"), *args.split()],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    lines = proc.stdout.strip().splitlines()
+    result = json.loads(lines[-1])
+    rows = [r for r in result["rows"] if r["implementation"] == "tea_jax"]
+    assert [(r["mode"], r["batch"], r["num_segments"]) for r in rows] == [
+        ("train", 2, 4),
+        ("infer", 2, 4),
+    ]
+    for row in rows:
+        measured = row["result"]
+        assert measured["clips_per_sec"] == pytest.approx(2 / measured["step_time_s"])
+        assert measured["compile_time_s"] > 0 and measured["tflops_per_sec"] > 0
+        assert measured["mfu"] is None  # no known CPU peak
+    assert "| tsn_resnet50-4f training, fp32, 2 clips | tea_jax |" in proc.stdout
+    assert "PyTorch reference not run: reduced network: the reference has none" in result["notes"]
+    searches = result["batch_search"]["results"]
+    assert [s["remat"] for s in searches] == ["", "dots", "full"]
+    for search in searches:
+        assert (search["largest_fitting"], search["smallest_failing"]) == (2, None)
+        assert search["tries"] == [{"batch": 2, "fits": True}]
