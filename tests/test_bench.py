@@ -71,3 +71,36 @@ def test_accelerator_check_runs_end_to_end_on_cpu(tmp_path):
     for search in searches:
         assert (search["largest_fitting"], search["smallest_failing"]) == (2, None)
         assert search["tries"] == [{"batch": 2, "fits": True}]
+
+
+def test_reference_rows_without_cuda_are_skipped_with_a_note():
+    pytest.importorskip("torch")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("PyTorch sees a CUDA device")
+    assert accelerator_check._reference_measurement({}) == {
+        "skipped": "PyTorch sees no CUDA device"
+    }
+
+
+def test_reference_row_gets_the_model_flops_and_mfu_of_its_device():
+    # The JAX step: 1.978 PFLOP in 2 s; the reference takes 4 s on an H200 (bf16 peak 989 TFLOP/s).
+    jax_result = {"tflops_per_sec": 989.0, "step_time_s": 2.0}
+    reference = {"step_time_s": 4.0, "device": "NVIDIA H200", "clips_per_sec": 4.0}
+    accelerator_check._add_reference_figures(jax_result, reference, "bf16")
+    assert reference["tflops_per_sec"] == pytest.approx(494.5)
+    assert reference["mfu"] == pytest.approx(0.5)
+    row = {
+        "model": "tea50",
+        "num_segments": 16,
+        "mode": "train",
+        "dtype": "bf16",
+        "batch": 16,
+        "implementation": "PyTorch reference",
+        "result": reference | {"peak_memory_bytes": 3 * 2**30},
+    }
+    assert accelerator_check._row_line(row) == (
+        "| TEA-16f training, bf16, 16 clips | PyTorch reference | 4.0 | 4000.0 ms | n/a "
+        "| 3.00 GiB | 50.0% | n/a |"
+    )
