@@ -10,7 +10,7 @@
 2. The largest TEA-16f bfloat16 training batch that fits in device memory without
    rematerialisation and with `remat='dots'` and `'full'`: doubling from the batch of (1), then
    bisection down to `--search_step` clips, each try stopped by an out-of-memory error, up to
-   `--max_batch`.
+   `--max_batch` (a try whose process dies counts as not fitting; the JSON records why).
 
 Every measurement runs in a fresh process, so that its peak memory is its own and an
 out-of-memory error leaves nothing behind; JAX may use 95% of the device memory
@@ -70,10 +70,14 @@ def _reference_measurement(kwargs: dict) -> dict:
 
 
 def in_fresh_process(fn: Callable[[dict], dict], kwargs: dict) -> dict:
-    """`fn(kwargs)` in a new, spawned Python process (it inherits none of this one's devices)."""
+    """`fn(kwargs)` in a new, spawned Python process (it inherits none of this one's devices);
+    `{'error': ...}` if that process dies (as a runtime may abort on device errors)."""
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
-        return pool.submit(fn, kwargs).result()
+    try:
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+            return pool.submit(fn, kwargs).result()
+    except concurrent.futures.process.BrokenProcessPool:
+        return {"error": "the measuring process died"}
 
 
 def largest_batch(
@@ -130,8 +134,9 @@ def _row_line(row: dict) -> str:
         f"{row['dtype']}, {row['batch']} clips"
     )
     result = row["result"]
-    if "skipped" in result or "out_of_memory" in result:
-        note = result.get("skipped") or "out of memory"
+    if "clips_per_sec" not in result:
+        note = result.get("skipped") or ("out of memory" if "out_of_memory" in result else "")
+        note = note or f"failed: {result.get('error')}"
         return f"| {what} | {row['implementation']} | {note} | | | | | |"
     return (
         f"| {what} | {row['implementation']} | {result['clips_per_sec']:.1f} "
@@ -280,7 +285,9 @@ def main(argv: list[str] | None = None) -> None:
                     "model_options": model_options,
                 },
             )
-            tries.append({"batch": batch, "fits": "out_of_memory" not in result})
+            tries.append({"batch": batch, "fits": "step_time_s" in result})
+            if "error" in result and "out_of_memory" not in result:
+                tries[-1]["error"] = result["error"]
             return tries[-1]["fits"]
 
         try:
