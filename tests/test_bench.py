@@ -35,25 +35,46 @@ def test_batch_search_is_bounded_and_goes_below_a_start_that_does_not_fit():
     assert _search(0, 2, 100) == ((0, 1), [2, 1])
 
 
+def _run_check(args, workdir):
+    """Runs the check with `args` on CPU; returns the process and its final JSON line."""
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bench", "accelerator_check.py"), *args.split()],
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc, json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_nothing_starts_after_the_time_limit(tmp_path):
+    _, result = _run_check("--time_limit_s 0 --segments 8 --dtypes bf16", tmp_path)
+    assert result["rows"] == []
+    assert [s["tries"] for s in result["batch_search"]["results"]] == [[], [], []]
+    assert result["notes"] == [
+        f"not run (time limit 0 s): {what}"
+        for what in (
+            "tea50 8f train bf16 batch 32",
+            "tsn_res2net50 8f train bf16 batch 32",
+            "tea50 8f infer bf16 batch 32",
+            "tsn_res2net50 8f infer bf16 batch 32",
+            "batch search none at 32",
+            "batch search dots at 1",
+            "batch search full at 1",
+        )
+    ]
+
+
 def test_accelerator_check_runs_end_to_end_on_cpu(tmp_path):
     """Every step of the check on a reduced network: rows, reference note, search, JSON line.
 
     The TSN ResNet compiles fastest; the check runs any model the same way.
     """
     args = "--size 32 --stage_sizes 1,1,1,1 --width 0.25 --max_batch 2 --steps 2 --warmup 1"
-    args += " --batch 1 --segments 4 --models tsn_resnet50 --dtypes fp32"
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "bench", "accelerator_check.py"), *args.split()],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    lines = proc.stdout.strip().splitlines()
-    result = json.loads(lines[-1])
+    args += " --batch 1 --segments 4 --models tsn_resnet50 --dtypes fp32 --time_limit_s 1e9"
+    proc, result = _run_check(args, tmp_path)
     rows = [r for r in result["rows"] if r["implementation"] == "tea_jax"]
     assert [(r["mode"], r["batch"], r["num_segments"]) for r in rows] == [
         ("train", 2, 4),
@@ -65,7 +86,7 @@ def test_accelerator_check_runs_end_to_end_on_cpu(tmp_path):
         assert measured["compile_time_s"] > 0 and measured["tflops_per_sec"] > 0
         assert measured["mfu"] is None  # no known CPU peak
     assert "| tsn_resnet50-4f training, fp32, 2 clips | tea_jax |" in proc.stdout
-    assert "PyTorch reference not run: reduced network: the reference has none" in result["notes"]
+    assert result["notes"] == ["PyTorch reference not run: reduced network: the reference has none"]
     searches = result["batch_search"]["results"]
     assert [s["remat"] for s in searches] == ["", "dots", "full"]
     for search in searches:
