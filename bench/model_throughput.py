@@ -223,7 +223,7 @@ def bench_torch(
     video = torch.randn(batch, num_segments, 3, resolution, resolution)
     labels = torch.zeros(batch, dtype=torch.long)
     if cuda:
-        torch.backends.cudnn.benchmark = True  # cuDNN autotuning, as the released main.py sets
+        torch.backends.cudnn.benchmark = True  # as in TSM's main.py, which the release builds on
         model, video, labels = model.cuda(), video.cuda(), labels.cuda()
         torch.cuda.reset_peak_memory_stats()
     sync = torch.cuda.synchronize if cuda else (lambda: None)
