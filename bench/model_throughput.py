@@ -6,8 +6,9 @@ optionally beside the PyTorch reference.
 
 Reports the median step time of `--steps` timed steps after `--warmup` untimed ones, clips/s,
 compile time, peak memory, achieved FLOP/s (MACs from `tea_jax.flops`, x2, x3 for a training step)
-and, on accelerators with a known peak, model FLOPs utilisation; `--profile DIR` adds the time per
-step of each kind of XLA op. The last line printed is one JSON object.
+and, on accelerators with a known peak (`tea_jax.flops.PEAK_FLOPS`), model FLOPs utilisation;
+`--profile DIR` adds the time per step of each kind of XLA op. The reference runs in float32, or
+under `torch.autocast` in bfloat16 with `--dtype bf16`. The last line printed is one JSON object.
 """
 
 import argparse
@@ -30,18 +31,11 @@ import optax
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from tea_jax import create_model  # noqa: E402
-from tea_jax.flops import count_macs  # noqa: E402
+from tea_jax import create_model, flops  # noqa: E402
+from tea_jax.train.step import REMAT_POLICIES  # noqa: E402
 
-# Dense peak FLOP/s per chip, for model FLOPs utilisation: {device kind substring: {dtype: FLOP/s}}.
-PEAK_FLOPS = {
-    "H100": {"bfloat16": 989e12, "float32": 67e12},
-    "H200": {"bfloat16": 989e12, "float32": 67e12},
-    "A100": {"bfloat16": 312e12, "float32": 19.5e12},
-    "TPU v4": {"bfloat16": 275e12},
-    "TPU v5 lite": {"bfloat16": 197e12},
-    "TPU v5p": {"bfloat16": 459e12},
-}
+DTYPES = {"fp32": jnp.float32, "bf16": jnp.bfloat16}
+
 # Models with a PyTorch reference of the released code (tests/torch_reference.py).
 REFERENCE_MODELS = ("tea50", "tsn_res2net50", "tsn_resnet50")
 
@@ -79,33 +73,79 @@ def _profile(step, directory: str, steps: int = 2, top: int = 15) -> dict[str, f
     return dict(totals.most_common(top))
 
 
-def bench_jax(args) -> dict:
-    dtype = {"fp32": jnp.float32, "bf16": jnp.bfloat16}[args.dtype]
+def bench_jax(
+    model_name: str,
+    *,
+    num_segments: int,
+    batch: int,
+    mode: str,
+    dtype: str = "fp32",
+    resolution: int = 224,
+    num_classes: int = 400,
+    steps: int = 5,
+    warmup: int = 2,
+    remat: str = "",
+    model_options: dict | None = None,
+    profile: str | None = None,
+) -> dict:
+    """Times `mode` (`'train'` or `'infer'`) steps of a registered model on JAX's first device.
+
+    Args:
+      model_name: a `tea_jax.create_model` name.
+      num_segments: frames per clip.
+      batch: clips per step.
+      mode: `'train'` (forward, backward and an SGD-momentum update) or `'infer'`.
+      dtype: compute dtype, `'fp32'` or `'bf16'` (parameters stay float32).
+      resolution: frame height and width.
+      num_classes: classifier outputs.
+      steps: timed steps (the median is reported).
+      warmup: untimed steps before them.
+      remat: rematerialisation of the training forward pass (`tea_jax.train.step`'s `remat`).
+      model_options: further `create_model` options (e.g. `stage_sizes`, `width_multiplier`).
+      profile: a directory to trace two more steps into (adds `profile_ms_per_step`).
+
+    Returns:
+      `clips_per_sec`, `step_time_s`, `compile_time_s`, `peak_memory_bytes` and
+      `peak_memory_kind` (`'device'` from `memory_stats()`, else `'process_rss'`),
+      `tflops_per_sec`, `mfu` (None where the device's peak is unknown), `device` and
+      `profile_ms_per_step`.
+    """
+    compute_dtype = DTYPES[dtype]
     model = create_model(
-        args.model, num_classes=args.num_classes, num_segments=args.num_segments, dtype=dtype
+        model_name,
+        num_classes=num_classes,
+        num_segments=num_segments,
+        dtype=compute_dtype,
+        **(model_options or {}),
     )
-    shape = (args.batch, args.num_segments, args.resolution, args.resolution, 3)
+    shape = (batch, num_segments, resolution, resolution, 3)
     video = jax.random.normal(jax.random.key(0), shape)
-    labels = jnp.zeros((args.batch,), jnp.int32)
+    labels = jnp.zeros((batch,), jnp.int32)
     variables = jax.jit(model.init)(jax.random.key(1), video)
     tx = optax.sgd(0.01, momentum=0.9)
 
-    if args.mode == "infer":
+    if mode == "infer":
         state, inputs = variables, (video,)
         step_fn = jax.jit(lambda variables, video: (variables, model.apply(variables, video)))
     else:
+
+        def forward(params, batch_stats, video):
+            return model.apply(
+                {"params": params, "batch_stats": batch_stats},
+                video,
+                train=True,
+                mutable=["batch_stats"],
+                rngs={"dropout": jax.random.key(0)},
+            )
+
+        if remat:
+            forward = jax.checkpoint(forward, policy=REMAT_POLICIES[remat])
 
         def train_step(state, video, labels):
             params, batch_stats, opt_state = state
 
             def loss_fn(params):
-                logits, updates = model.apply(
-                    {"params": params, "batch_stats": batch_stats},
-                    video,
-                    train=True,
-                    mutable=["batch_stats"],
-                    rngs={"dropout": jax.random.key(0)},
-                )
+                logits, updates = forward(params, batch_stats, video)
                 loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
                 return loss, updates["batch_stats"]
 
@@ -126,58 +166,75 @@ def bench_jax(args) -> dict:
         holder[0], out = compiled(holder[0], *inputs)
         jax.block_until_ready(out)
 
-    step_time = _median_time(step, args.steps, args.warmup)
-    profile = _profile(step, args.profile) if args.profile else None
-    macs = sum(count_macs(lambda v, x: model.apply(v, x), variables, video).values())
-    flops = 2 * macs * (3 if args.mode == "train" else 1)
+    step_time = _median_time(step, steps, warmup)
+    profile_ms = _profile(step, profile) if profile else None
+    macs = sum(flops.count_macs(lambda v, x: model.apply(v, x), variables, video).values())
+    achieved = flops.step_flops(macs, train=mode == "train") / step_time
     device = jax.devices()[0]
     stats = device.memory_stats() or {}
     if "peak_bytes_in_use" in stats:
         peak, peak_kind = stats["peak_bytes_in_use"], "device"
     else:
         peak, peak_kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process_rss"
-    achieved = flops / step_time
-    peak_flops = next(
-        (p.get(jnp.dtype(dtype).name) for k, p in PEAK_FLOPS.items() if k in device.device_kind),
-        None,
-    )
     return {
-        "clips_per_sec": args.batch / step_time,
+        "clips_per_sec": batch / step_time,
         "step_time_s": step_time,
         "compile_time_s": compile_time,
         "peak_memory_bytes": peak,
         "peak_memory_kind": peak_kind,
         "tflops_per_sec": achieved / 1e12,
-        "mfu": achieved / (peak_flops * jax.device_count()) if peak_flops else None,
-        "device": f"{jax.device_count()}x {device.device_kind} ({jax.default_backend()})",
-        "profile_ms_per_step": profile,
+        "mfu": flops.mfu(achieved, device.device_kind, compute_dtype),
+        "device": f"{device.device_kind} ({jax.default_backend()})",
+        "profile_ms_per_step": profile_ms,
     }
 
 
-def bench_torch(args) -> dict:
-    """The same measurement on the PyTorch reference of the released code (float32)."""
+def bench_torch(
+    model_name: str,
+    *,
+    num_segments: int,
+    batch: int,
+    mode: str,
+    dtype: str = "fp32",
+    resolution: int = 224,
+    num_classes: int = 400,
+    steps: int = 5,
+    warmup: int = 2,
+    threads: int = 0,
+) -> dict:
+    """The same measurement on the PyTorch reference of the released code, on the GPU when
+    PyTorch sees one (`threads`: CPU threads, 0 for all cores).
+
+    The reference computes in float32 (parameters too); `dtype='bf16'` runs it under
+    `torch.autocast` in bfloat16. `peak_memory_bytes` is PyTorch's peak allocation on the GPU
+    (None on CPU).
+    """
     import torch
     import torch_reference as ref
 
-    torch.set_num_threads(args.threads or os.cpu_count())
+    torch.set_num_threads(threads or os.cpu_count())
     cuda = torch.cuda.is_available()
-    t = args.num_segments
     backbone = {
-        "tea50": lambda: ref.tea50_backbone(t),
+        "tea50": lambda: ref.tea50_backbone(num_segments),
         "tsn_res2net50": ref.res2net50,
         "tsn_resnet50": ref.resnet50,
-    }[args.model]()
-    model = ref.TSN(args.num_classes, t, backbone)
-    video = torch.randn(args.batch, t, 3, args.resolution, args.resolution)
-    labels = torch.zeros(args.batch, dtype=torch.long)
+    }[model_name]()
+    model = ref.TSN(num_classes, num_segments, backbone)
+    video = torch.randn(batch, num_segments, 3, resolution, resolution)
+    labels = torch.zeros(batch, dtype=torch.long)
     if cuda:
+        torch.backends.cudnn.benchmark = True  # as in TSM's main.py, which the release builds on
         model, video, labels = model.cuda(), video.cuda(), labels.cuda()
+        torch.cuda.reset_peak_memory_stats()
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    if args.mode == "infer":
+    autocast = torch.autocast(
+        "cuda" if cuda else "cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"
+    )
+    if mode == "infer":
         model.eval()
 
         def step():
-            with torch.no_grad():
+            with torch.no_grad(), autocast:
                 model(video)
             sync()
     else:
@@ -186,14 +243,17 @@ def bench_torch(args) -> dict:
 
         def step():
             opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(video), labels).backward()
+            with autocast:
+                loss = torch.nn.functional.cross_entropy(model(video), labels)
+            loss.backward()
             opt.step()
             sync()
 
-    step_time = _median_time(step, args.steps, args.warmup)
+    step_time = _median_time(step, steps, warmup)
     return {
-        "clips_per_sec": args.batch / step_time,
+        "clips_per_sec": batch / step_time,
         "step_time_s": step_time,
+        "peak_memory_bytes": torch.cuda.max_memory_allocated() if cuda else None,
         "device": torch.cuda.get_device_name()
         if cuda
         else f"cpu, {torch.get_num_threads()} threads",
@@ -222,8 +282,18 @@ def main() -> None:
     )
     args = parser.parse_args()
 
+    measurement = {
+        "num_segments": args.num_segments,
+        "batch": args.batch,
+        "mode": args.mode,
+        "dtype": args.dtype,
+        "resolution": args.resolution,
+        "num_classes": args.num_classes,
+        "steps": args.steps,
+        "warmup": args.warmup,
+    }
     result = {"config": {k: v for k, v in vars(args).items() if k != "reference"}}
-    result.update(bench_jax(args))
+    result.update(bench_jax(args.model, **measurement, profile=args.profile))
     print(
         f"jax: {result['step_time_s']:.3f} s/step, {result['clips_per_sec']:.2f} clips/s, "
         f"compile {result['compile_time_s']:.1f} s on {result['device']}",
@@ -234,7 +304,7 @@ def main() -> None:
     if args.reference:
         if args.model not in REFERENCE_MODELS:
             parser.error(f"--reference supports {', '.join(REFERENCE_MODELS)}")
-        ref = bench_torch(args)
+        ref = bench_torch(args.model, **measurement, threads=args.threads)
         result["reference"] = ref
         result["speedup_vs_reference"] = ref["step_time_s"] / result["step_time_s"]
         print(

@@ -50,6 +50,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.keep_checkpoints = 3
     config.keep_best_checkpoints = 1
     config.seed = 0
+    # 'START,END': a jax.profiler trace of training steps START to END (1-based, inclusive) in
+    # WORKDIR/profile (TensorBoard and Perfetto), on process 0; '' for none.
+    config.profile_steps = ""
 
     # Evaluation during training, and the default of eval.py.
     config.eval_protocol = "efficient"

@@ -1,5 +1,8 @@
 """Multiply-accumulate count of a model: `python -m tea_jax.flops --model tea50 --num-segments 8`.
 
+Also the model FLOPs of an inference or training step, and the dense peak FLOP/s of the known
+accelerators, for model FLOPs utilisation (MFU).
+
 The count walks the model's jaxpr and adds the MACs of its convolutions and matrix products, and of
 the depthwise and channel-wise temporal convolutions written here as shifted products (counted as
 the Conv2d and Conv1d layers they replace), as the usual PyTorch counters do for Conv and Linear
@@ -8,6 +11,7 @@ layers. Other element-wise work (BatchNorm, activations, pooling, excitation gat
 
 import argparse
 import math
+import re
 from typing import Any
 
 import jax
@@ -51,6 +55,61 @@ def count_macs(fn, *args) -> dict[str, int]:
     totals = {"conv": 0, "dot": 0, "shifted": 0}
     _count(jax.make_jaxpr(fn)(*args).jaxpr, totals)
     return totals
+
+
+def clip_macs(model: Any, num_segments: int, resolution: int) -> int:
+    """MACs of one clip's inference forward pass through a Flax video model (see `count_macs`).
+
+    Traced abstractly: nothing is compiled or allocated.
+    """
+    video = jax.ShapeDtypeStruct((1, num_segments, resolution, resolution, 3), jnp.float32)
+    variables = jax.eval_shape(lambda v: model.init(jax.random.key(0), v), video)
+    return sum(count_macs(lambda v, x: model.apply(v, x), variables, video).values())
+
+
+def step_flops(macs: int, *, train: bool) -> int:
+    """Model FLOPs of a step whose forward pass takes `macs` multiply-accumulates.
+
+    One MAC is two FLOPs. A training step counts three forward passes: the forward pass, and a
+    backward pass of twice its cost (for each product, one product of the same size for the
+    gradient of its input and one for the gradient of its weights). These are model FLOPs, the
+    usual convention of MFU: forward recomputation under rematerialisation, the optimizer update
+    and the element-wise work that `count_macs` leaves out are not counted.
+    """
+    return 2 * macs * (3 if train else 1)
+
+
+# Dense (no sparsity) peak FLOP/s per chip for the compute dtype, as JAX runs it at its default
+# matmul precision: float32 products run as TensorFloat-32 on A100/H100/H200 and as one bfloat16
+# pass on TPUs, so their float32 peak is that of those formats. Keys are `device_kind` patterns
+# (full match, first match wins).
+PEAK_FLOPS = (
+    (r"NVIDIA H100.*PCIe.*", {"bfloat16": 756e12, "float32": 378e12}),
+    (r"NVIDIA H100.*", {"bfloat16": 989e12, "float32": 495e12}),
+    (r"NVIDIA H200.*", {"bfloat16": 989e12, "float32": 495e12}),
+    (r"NVIDIA A100.*", {"bfloat16": 312e12, "float32": 156e12}),
+    (r"TPU v4", {"bfloat16": 275e12, "float32": 275e12}),
+    (r"TPU v5 lite|TPU v5e", {"bfloat16": 197e12, "float32": 197e12}),
+    (r"TPU v5p?", {"bfloat16": 459e12, "float32": 459e12}),
+    (r"TPU v6 lite|TPU v6e", {"bfloat16": 918e12, "float32": 918e12}),
+)
+
+
+def peak_flops(device_kind: str, dtype: Any) -> float | None:
+    """Dense peak FLOP/s of one device of `device_kind` (`jax.Device.device_kind`) computing in
+    `dtype`, or None where it is not known (CPUs, other accelerators)."""
+    name = jnp.dtype(dtype).name
+    for pattern, peaks in PEAK_FLOPS:
+        if re.fullmatch(pattern, device_kind):
+            return peaks.get(name)
+    return None
+
+
+def mfu(flops_per_sec_per_device: float, device_kind: str, dtype: Any) -> float | None:
+    """Model FLOPs utilisation: achieved model FLOP/s of one device over its peak (None where the
+    peak is unknown)."""
+    peak = peak_flops(device_kind, dtype)
+    return flops_per_sec_per_device / peak if peak else None
 
 
 def model_report(name: str, num_segments: int, resolution: int, num_classes: int = 1000) -> dict:

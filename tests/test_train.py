@@ -78,11 +78,13 @@ def start_run(
     delay_s=0.0,
     fail_save_step=None,
     num_train=None,
+    profile_steps=None,
 ):
     """Starts ``python tests/test_train.py`` training the tiny config in ``workdir``.
 
     ``fail_save_step``: saving that step fails with "No space left on device".
     ``num_train``: another size of the training split.
+    ``profile_steps``: the config's ``profile_steps``.
     """
     args = [sys.executable, os.path.abspath(__file__), str(workdir), str(delay_s)]
     if process is not None:
@@ -92,6 +94,8 @@ def start_run(
         env["FAIL_SAVE_STEP"] = str(fail_save_step)
     if num_train is not None:
         env["NUM_TRAIN"] = str(num_train)
+    if profile_steps is not None:
+        env["PROFILE_STEPS"] = profile_steps
     return subprocess.Popen(
         args,
         env=env,
@@ -162,6 +166,29 @@ def test_one_and_eight_devices_give_the_same_losses(reference, eight_devices):
     # The learning rate drops at the epoch boundary (step 4 of 4 per epoch).
     lrs = [read_records(eight_devices, "train")[s]["lr"] for s in range(1, TOTAL_STEPS + 1)]
     assert lrs[3] == pytest.approx(0.01 * 8 / 64) and lrs[4] == pytest.approx(0.001 * 8 / 64)
+
+
+def test_metrics_report_model_flops_and_a_profile_ending_after_the_run_is_written(
+    tmp_path, cache_dir
+):
+    """``profile_steps`` 5-100 of a 6-step run: the trace stops when training ends."""
+    import glob
+
+    from tea_jax import flops
+    from tea_jax.train import model_setup
+
+    finish(start_run(tmp_path, cache_dir=cache_dir, profile_steps="5,100"))
+    model = model_setup.build_model(tiny_config(), fake_loader.NUM_CLASSES)
+    clip_flops = flops.step_flops(flops.clip_macs(model, 4, 32), train=True)
+    train = read_records(tmp_path, "train")
+    assert len(train) == TOTAL_STEPS
+    for record in train.values():
+        assert "mfu" not in record  # CPU: no known peak
+        expected = record["clips_per_sec"] * clip_flops / 1e12
+        assert record["tflops_per_device"] == pytest.approx(expected, rel=1e-6)
+    profile = tmp_path / "profile"
+    assert glob.glob(str(profile / "plugins" / "profile" / "*" / "*.xplane.pb"))
+    assert glob.glob(str(profile / "**" / "*.trace.json.gz"), recursive=True)
 
 
 def test_two_processes_in_step_with_one_process(reference, tmp_path, cache_dir):
@@ -355,6 +382,7 @@ def _main(argv):
         _fail_saves_at(int(os.environ["FAIL_SAVE_STEP"]))
     config = tiny_config(delay_s=float(argv[1]))
     config.data.num_train = int(os.environ.get("NUM_TRAIN", config.data.num_train))
+    config.profile_steps = os.environ.get("PROFILE_STEPS", "")
     results = trainer.train_and_evaluate(config, argv[0], create_loader=fake_loader.create_loader)
     if results:
         print(f"Final validation top-1 {results['top1']}")

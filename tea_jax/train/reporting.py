@@ -1,4 +1,5 @@
-"""Run outputs: ``metrics.jsonl``, TensorBoard events, the resolved config, curves and progress bar.
+"""Run outputs: ``metrics.jsonl``, TensorBoard events, the resolved config, curves, progress bar,
+model FLOP/s and MFU, and profiler traces.
 
 Only process 0 writes; the other hosts get no-op writers.
 """
@@ -14,7 +15,10 @@ import ml_collections
 import numpy as np
 import tqdm
 
+from tea_jax import flops
+
 METRICS_FILE = "metrics.jsonl"
+PROFILE_DIR = "profile"
 
 
 def _scalar(value: Any) -> Any:
@@ -131,6 +135,10 @@ class Progress:
                 "lr": f"{metrics['lr']:.2e}",
                 "clips/s": f"{metrics['clips_per_sec']:.1f}",
             }
+            if "tflops_per_device" in metrics:
+                shown["TFLOP/s/dev"] = f"{metrics['tflops_per_device']:.3g}"
+            if "mfu" in metrics:
+                shown["MFU"] = f"{100 * metrics['mfu']:.1f}%"
             self._bar.set_postfix(shown, refresh=False)
         self._bar.refresh()
 
@@ -140,3 +148,101 @@ class Progress:
 
     def close(self) -> None:
         self._bar.close()
+
+
+class Efficiency:
+    """Model FLOP/s per device and model FLOPs utilisation (MFU) from the training clips/s.
+
+    Args:
+      train_flops_per_clip: model FLOPs of one clip's training step
+        (``tea_jax.flops.step_flops(macs, train=True)``).
+      num_devices: devices sharing the global batch.
+      device_kind: ``jax.Device.device_kind`` of those devices.
+      dtype: the compute dtype.
+    """
+
+    def __init__(self, train_flops_per_clip: int, num_devices: int, device_kind: str, dtype: Any):
+        self.train_flops_per_clip = train_flops_per_clip
+        self.num_devices = num_devices
+        self.device_kind = device_kind
+        self.dtype = dtype
+
+    @classmethod
+    def of_model(cls, model: Any, num_segments: int, image_size: int) -> "Efficiency":
+        """For a Flax video model trained on ``num_segments`` frames of ``image_size`` squares,
+        on all of JAX's devices; the MACs are counted once, from the jaxpr (no compilation)."""
+        macs = flops.clip_macs(model, num_segments, image_size)
+        return cls(
+            flops.step_flops(macs, train=True),
+            jax.device_count(),
+            jax.devices()[0].device_kind,
+            model.dtype,
+        )
+
+    def __call__(self, clips_per_sec: float) -> dict[str, float]:
+        """``tflops_per_device``, and ``mfu`` where the device's peak FLOP/s is known."""
+        per_device = clips_per_sec * self.train_flops_per_clip / self.num_devices
+        metrics = {"tflops_per_device": per_device / 1e12}
+        utilisation = flops.mfu(per_device, self.device_kind, self.dtype)
+        if utilisation is not None:
+            metrics["mfu"] = utilisation
+        return metrics
+
+
+def parse_profile_steps(value: str) -> tuple[int, int] | None:
+    """``'START,END'`` -> ``(START, END)`` (1 <= START <= END); ``''`` -> None.
+
+    Raises:
+      ValueError: for anything else.
+    """
+    if not value:
+        return None
+    try:
+        start, end = (int(part) for part in value.split(","))
+    except ValueError:
+        start = end = 0
+    if not 1 <= start <= end:
+        raise ValueError(
+            f"profile_steps={value!r}: expected 'START,END', two step numbers with "
+            "1 <= START <= END, or '' for no profile."
+        )
+    return start, end
+
+
+class StepProfiler:
+    """Traces training steps ``START..END`` (1-based, inclusive) with ``jax.profiler`` into
+    ``WORKDIR/profile``, on process 0.
+
+    The trace is TensorBoard's (``plugins/profile/<run>/*.xplane.pb``) plus a Perfetto trace
+    (``*.trace.json.gz``). A run resumed inside the window traces the rest of it; :meth:`close`
+    stops a trace still running when training ends or fails inside the window.
+    """
+
+    def __init__(self, workdir: str, steps: str, *, enabled: bool | None = None):
+        self.window = parse_profile_steps(steps)
+        self.enabled = jax.process_index() == 0 if enabled is None else enabled
+        self.directory = os.path.join(workdir, PROFILE_DIR)
+        self.active = False
+        self._done = False
+
+    def before_step(self, step: int) -> None:
+        """Starts the trace if step ``step`` (about to run) is in the window."""
+        if not self.enabled or self.window is None or self.active or self._done:
+            return
+        start, end = self.window
+        if start <= step <= end:
+            os.makedirs(self.directory, exist_ok=True)
+            jax.profiler.start_trace(self.directory, create_perfetto_trace=True)
+            self.active = True
+
+    def after_step(self, step: int, outputs: Any) -> None:
+        """Stops the trace after the last step of the window, once ``outputs`` are computed."""
+        if self.active and step >= self.window[1]:
+            jax.block_until_ready(outputs)
+            self.close()
+
+    def close(self) -> None:
+        if self.active:
+            self.active = False
+            self._done = True
+            jax.profiler.stop_trace()

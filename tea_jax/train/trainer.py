@@ -235,6 +235,7 @@ def train_and_evaluate(
     """
     check_workdir(workdir)
     reporting.save_config(config, workdir)
+    profiler = reporting.StepProfiler(workdir, config.profile_steps)
     mesh = sharding.create_mesh()
     host_batch = sharding.per_host_batch_size(config.batch_size)
     host_eval_batch = sharding.per_host_batch_size(config.eval_batch_size, what="eval_batch_size")
@@ -257,6 +258,7 @@ def train_and_evaluate(
     num_train = train_loader.num_examples
     steps = Schedule.from_config(config, num_train)
     model = model_setup.build_model(config, train_loader.num_classes)
+    efficiency = reporting.Efficiency.of_model(model, config.num_segments, config.data.image_size)
     rng = jax.random.key(config.seed)
     init_rng, dropout_rng = jax.random.split(rng)
     state, tx, lr_schedule, _ = create_state(config, model, mesh, steps, init_rng)
@@ -288,10 +290,12 @@ def train_and_evaluate(
     try:
         while step < steps.total_steps:
             batch = sharding.shard_batch(next(train_iter), mesh)
+            profiler.before_step(step + 1)
             state, metrics = train_fn(state, batch, dropout_rng)
             del batch  # the host arrays live in the loader's shared memory until released
             history.append(metrics)
             step += 1
+            profiler.after_step(step, metrics)
             stopping = preemption.should_stop()
             is_last = step == steps.total_steps
             if step % steps.log_every == 0 or is_last or stopping:
@@ -299,6 +303,7 @@ def train_and_evaluate(
                 train_summary = _summarise(history)
                 elapsed = time.perf_counter() - window_start
                 train_summary["clips_per_sec"] = (step - window_step) * config.batch_size / elapsed
+                train_summary.update(efficiency(train_summary["clips_per_sec"]))
                 train_summary["epoch"] = step / steps.steps_per_epoch
                 writer.write(step, "train", train_summary)
                 progress.update(step, train_summary)
@@ -333,6 +338,7 @@ def train_and_evaluate(
         checkpointer.wait()
         export_model(config, workdir, train_loader.num_classes, checkpointer, state, mesh)
     finally:
+        profiler.close()
         train_iter.close()
         progress.close()
         preemption.close()
