@@ -1,4 +1,4 @@
-"""The paper configs: their recipes, and a few training steps of each on tiny fake data."""
+"""The paper configs: their recipes, and two training steps of fine-tuning on tiny fake data."""
 
 import importlib
 import json
@@ -142,8 +142,10 @@ FAMILIES = {
     "ucf101_tea16_ft": ("hmdb51_tea16_ft",),
 }
 # Something-Something's recipe differs from Kinetics' only in three numbers (lr, weight decay,
-# flip), so the Kinetics and the fine-tuning (init_from, partial BatchNorm) recipes train.
-TRAINED = ("kinetics_tea16", "ucf101_tea16_ft")
+# flip). test_datasets_e2e trains every family's representative for two steps with train.py,
+# without pretrained weights; here the fine-tuning recipe starts from a checkpoint of another
+# class count and keeps all BatchNorm statistics but the stem's (partial BatchNorm).
+TRAINED = ("ucf101_tea16_ft",)
 DATASET_KEYS = {"num_segments", "data.root", "data.train_list", "data.val_list", "data.template"}
 
 
@@ -177,9 +179,7 @@ def test_paper_configs_run_steps(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]))
     env.update(
         JAX_PLATFORMS="cpu",
-        JAX_COMPILATION_CACHE_DIR=str(tmp_path / "cache"),
-        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+        XLA_FLAGS="--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true",
     )
     proc = subprocess.run(
         [sys.executable, os.path.abspath(__file__), str(tmp_path)],

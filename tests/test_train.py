@@ -21,6 +21,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOTAL_STEPS = 6
+# The runs are compile-bound: LLVM's expensive optimisations cost more than they save here.
+FAST_COMPILE = ("--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true")
 
 
 def tiny_config(total_steps=TOTAL_STEPS, delay_s=0.0):
@@ -60,7 +62,9 @@ def tiny_config(total_steps=TOTAL_STEPS, delay_s=0.0):
 
 def _env(devices, cache_dir):
     env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["XLA_FLAGS"] = " ".join(
+        [f"--xla_force_host_platform_device_count={devices}", *FAST_COMPILE]
+    )
     env["JAX_PLATFORMS"] = "cpu"
     env["JAX_COMPILATION_CACHE_DIR"] = cache_dir
     env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
@@ -79,12 +83,14 @@ def start_run(
     fail_save_step=None,
     num_train=None,
     profile_steps=None,
+    heartbeat_timeout_s=None,
 ):
     """Starts ``python tests/test_train.py`` training the tiny config in ``workdir``.
 
     ``fail_save_step``: saving that step fails with "No space left on device".
     ``num_train``: another size of the training split.
     ``profile_steps``: the config's ``profile_steps``.
+    ``heartbeat_timeout_s``: the ``jax.distributed`` heartbeat timeout (20 s otherwise).
     """
     args = [sys.executable, os.path.abspath(__file__), str(workdir), str(delay_s)]
     if process is not None:
@@ -96,6 +102,8 @@ def start_run(
         env["NUM_TRAIN"] = str(num_train)
     if profile_steps is not None:
         env["PROFILE_STEPS"] = profile_steps
+    if heartbeat_timeout_s is not None:
+        env["HEARTBEAT_TIMEOUT_S"] = str(heartbeat_timeout_s)
     return subprocess.Popen(
         args,
         env=env,
@@ -346,10 +354,21 @@ def _fail_saves_at(step):
 
 
 def test_dead_peer_stops_the_survivor_with_an_error_naming_it(tmp_path, cache_dir):
-    """Process 1 of 2 is SIGKILLed; process 0 stops within the heartbeat timeout (20 s)."""
+    """Process 1 of 2 is SIGKILLed; process 0 stops within the heartbeat timeout (10 s).
+
+    The processes have the devices of test_two_processes_in_step_with_one_process, whose
+    compiled programs they find in the cache.
+    """
     port = _free_port()
     procs = [
-        start_run(tmp_path, devices=1, cache_dir=cache_dir, process=(port, 2, i), delay_s=0.3)
+        start_run(
+            tmp_path,
+            devices=2,
+            cache_dir=cache_dir,
+            process=(port, 2, i),
+            delay_s=0.3,
+            heartbeat_timeout_s=10,
+        )
         for i in range(2)
     ]
     _wait_for_checkpoint(tmp_path, 2, procs[0])
@@ -374,7 +393,7 @@ def _main(argv):
             f"127.0.0.1:{port}",
             num_processes=num_processes,
             process_id=process_id,
-            heartbeat_timeout_seconds=20,
+            heartbeat_timeout_seconds=int(os.environ.get("HEARTBEAT_TIMEOUT_S", 20)),
         )
     from tea_jax.train import trainer
 
