@@ -188,3 +188,9 @@ def test_order_events():
     changed = np.abs(np.diff(frames.astype(float), axis=0)).sum((1, 2, 3)) > 0
     # The frame changes exactly where each event starts and ends.
     assert changed.sum() == 4
+
+
+def test_a_changed_task_parameter_regenerates_the_dataset(monkeypatch):
+    before = synthetic._meta(CLUTTER)
+    monkeypatch.setattr(synthetic, "CLUTTER_SHAKE", synthetic.CLUTTER_SHAKE / 2)
+    assert synthetic._meta(CLUTTER) != before

@@ -104,7 +104,23 @@ DEFAULT_OPTIONS = SyntheticOptions()
 
 
 def _meta(options: SyntheticOptions) -> dict:
-    return {**dataclasses.asdict(options), "version": _META_VERSION}
+    """What `meta.json` records: a dataset whose meta differs is regenerated."""
+    parameters = {
+        "clutter": {
+            "object_speed": CLUTTER_OBJECT_SPEED,
+            "object_radius": CLUTTER_OBJECT_RADIUS,
+            "pan_speed": CLUTTER_PAN_SPEED,
+            "shake": CLUTTER_SHAKE,
+            "texture_cell": CLUTTER_TEXTURE_CELL,
+        },
+        "order": {
+            "frames": ORDER_FRAMES,
+            "event_frames": ORDER_EVENT_FRAMES,
+            "gap": ORDER_GAP,
+            "margin": ORDER_MARGIN,
+        },
+    }.get(options.task, {})
+    return {**dataclasses.asdict(options), "task_parameters": parameters, "version": _META_VERSION}
 
 
 def _background(rng: np.random.Generator, size: int, amplitude: float) -> np.ndarray:
