@@ -110,9 +110,9 @@ def test_synthetic_task_configs_keep_the_skeleton_recipe_and_budget(task):
     config = _flat(load_config(f"synthetic_{task}", "mta50"))
     differences = {k for k in base.keys() | config.keys() if base.get(k) != config.get(k)}
     expected = {"data.root", "data.synthetic.task", "model_options.stage_sizes"}
+    expected |= {"data.synthetic.size", "data.image_size", "data.short_side"}
     if task == "order":
-        expected |= {"num_segments", "data.synthetic.size", "data.image_size", "data.short_side"}
-        expected |= {"model_options.temporal_stages"}
+        expected |= {"num_segments", "model_options.temporal_stages"}
     assert differences == expected
     assert config["data.synthetic.task"] == task and config["model"] == "mta50"
 

@@ -2,8 +2,8 @@
 
 Three tasks (`SyntheticOptions.task`), each a set of classes in exact time-reversal pairs:
 - `motion` (the default): 8 classes of a shape's motion, described below;
-- `clutter`: 8 directions of a small object's slow motion over a textured, shaking, panning
-  background (see `_clutter_pair`): only short-range motion relative to the background tells them;
+- `clutter`: 8 directions of a small object's slow motion over a textured, shaking background (see
+  `_clutter_pair`): only short-range motion relative to the background tells them;
 - `order`: which of two brief events 4-14 frames apart came first (see `_order_pair`): only
   aggregation over a long temporal range sees both.
 
@@ -77,9 +77,9 @@ TASKS = {
 }
 
 # Parameters of the clutter and order tasks, fixed before any network was trained on them.
-CLUTTER_OBJECT_SPEED = (1.0, 2.0)  # pixels per frame, relative to the background
-CLUTTER_OBJECT_RADIUS = (0.06, 0.08)  # fraction of the frame size
-CLUTTER_PAN_SPEED = 1.5  # largest camera pan, pixels per frame, in a random direction
+CLUTTER_FRAMES = (12, 16)  # shortest and longest video
+CLUTTER_OBJECT_SPEED = (1.0, 1.25)  # pixels per frame, relative to the background
+CLUTTER_OBJECT_RADIUS = (0.08, 0.125)  # fraction of the frame size
 CLUTTER_SHAKE = 1.5  # camera shake, uniform in [-CLUTTER_SHAKE, CLUTTER_SHAKE] pixels per axis
 CLUTTER_TEXTURE_CELL = 4  # pixels per cell of the background texture
 ORDER_FRAMES = 32  # every video; train with num_segments=32 so that every frame is seen
@@ -107,9 +107,9 @@ def _meta(options: SyntheticOptions) -> dict:
     """What `meta.json` records: a dataset whose meta differs is regenerated."""
     parameters = {
         "clutter": {
+            "frames": CLUTTER_FRAMES,
             "object_speed": CLUTTER_OBJECT_SPEED,
             "object_radius": CLUTTER_OBJECT_RADIUS,
-            "pan_speed": CLUTTER_PAN_SPEED,
             "shake": CLUTTER_SHAKE,
             "texture_cell": CLUTTER_TEXTURE_CELL,
         },
@@ -195,14 +195,12 @@ def _clutter_motion(pair: int, rng: np.random.Generator, size: int):
       (T, 2), as (x, y) pixels, and the object's radius. The object moves relative to the
       background (that is, `centres + camera`) at a constant velocity in the class's direction.
     """
-    num_frames = int(rng.integers(12, 17))
+    num_frames = int(rng.integers(CLUTTER_FRAMES[0], CLUTTER_FRAMES[1] + 1))
     t = np.arange(num_frames)[:, None]
     direction = np.asarray(list(_CLUTTER_DIRECTIONS.values())[2 * pair], np.float64)
-    velocity = rng.uniform(*CLUTTER_OBJECT_SPEED) * direction / np.linalg.norm(direction)
-    pan_angle = rng.uniform(0, 2 * np.pi)
-    pan = rng.uniform(0, CLUTTER_PAN_SPEED) * np.array([np.cos(pan_angle), np.sin(pan_angle)])
-    camera = pan * t + rng.uniform(-CLUTTER_SHAKE, CLUTTER_SHAKE, (num_frames, 2))
     radius = rng.uniform(*CLUTTER_OBJECT_RADIUS) * size
+    velocity = rng.uniform(*CLUTTER_OBJECT_SPEED) * direction / np.linalg.norm(direction)
+    camera = rng.uniform(-CLUTTER_SHAKE, CLUTTER_SHAKE, (num_frames, 2))
     path = velocity * t - camera
     low = radius + 1 - path.min(0)
     high = size - radius - 1 - path.max(0)
@@ -214,12 +212,11 @@ def _clutter_motion(pair: int, rng: np.random.Generator, size: int):
 def _clutter_pair(pair: int, rng: np.random.Generator, options: SyntheticOptions) -> np.ndarray:
     """Class 2 * `pair` of the clutter task: uint8 frames (T, size, size, 3), 12-16 frames.
 
-    The camera pans over a textured background at a random velocity of at most CLUTTER_PAN_SPEED
-    pixels per frame and shakes by up to CLUTTER_SHAKE pixels per axis in every frame (both
-    sub-pixel); a small shape moves relative to the background at 1-2 pixels per frame in the
-    class's direction. In the frame, the shape therefore moves at its velocity minus the pan's,
-    plus shake: only its motion relative to the background gives the class away. The shape stays
-    whole inside the frame.
+    The camera shakes over a textured background by up to CLUTTER_SHAKE pixels per axis in every
+    frame (sub-pixel), and a small shape moves relative to the background at 1-1.25 pixels per frame
+    in the class's direction: between two neighbouring frames the shape's step on screen is its
+    own plus the shake's, as large as its own, and only its motion relative to the background
+    gives the class away. The shape stays whole inside the frame.
     """
     size = options.size
     camera, centres, radius = _clutter_motion(pair, rng, size)
