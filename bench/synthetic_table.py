@@ -16,6 +16,7 @@ results recorded so far.
 import argparse
 import importlib
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -88,8 +89,18 @@ def final_val(workdir: Path) -> dict:
     return val[-1]
 
 
-def run(task: str, model: str, seed: int, root: Path, overrides: list[str]) -> dict:
+def run(task: str, model: str, seed: int, root: Path, overrides: list[str], meta: dict) -> dict:
+    """Trains one network (resuming its last checkpoint) and returns its record for the table.
+
+    A run started on a dataset the current generator no longer makes is started over.
+    """
     workdir = root / model / f"seed_{seed}"
+    started_on = workdir / "table_data.json"
+    if workdir.exists() and (not started_on.exists() or json.loads(started_on.read_text()) != meta):
+        print(f"Starting {workdir} over: it began on another dataset")
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    started_on.write_text(json.dumps(meta))
     command = [
         sys.executable,
         str(ROOT / "train.py"),
@@ -193,7 +204,7 @@ def main() -> None:
     for seed in [] if args.table_only else args.seeds:
         for model in args.models:
             if (model, seed) not in done:
-                results.append(run(args.task, model, seed, root, args.overrides))
+                results.append(run(args.task, model, seed, root, args.overrides, meta))
                 results_path.write_text(json.dumps(results, indent=1))
     wanted = [r for r in results if r["model"] in args.models and r["seed"] in args.seeds]
     wanted.sort(key=lambda r: (args.models.index(r["model"]), r["seed"]))

@@ -39,7 +39,11 @@ def _run_check(args, workdir):
     """Runs the check with `args` on CPU; returns the process and its final JSON line."""
     proc = subprocess.run(
         [sys.executable, os.path.join(ROOT, "bench", "accelerator_check.py"), *args.split()],
-        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+        env=dict(
+            os.environ,
+            JAX_PLATFORMS="cpu",
+            XLA_FLAGS="--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true",
+        ),
         cwd=workdir,
         capture_output=True,
         text=True,
