@@ -114,10 +114,11 @@ def test_bfloat16_forward_is_close_to_float32():
     video = jax.random.normal(jax.random.key(0), (2, 8, 64, 64, 3))
     model32 = create_model("tea50", num_classes=10, num_segments=8, **REDUCED)
     model16 = create_model("tea50", num_classes=10, num_segments=8, dtype=jnp.bfloat16, **REDUCED)
-    variables = model32.init(jax.random.key(1), video)
+    variables = jax.jit(model32.init)(jax.random.key(1), video)
     fc = variables["params"]["fc"]["kernel"]
     variables["params"]["fc"]["kernel"] = jax.random.normal(jax.random.key(2), fc.shape) * 0.05
-    out32, out16 = model32.apply(variables, video), model16.apply(variables, video)
+    out32 = jax.jit(model32.apply)(variables, video)
+    out16 = jax.jit(model16.apply)(variables, video)
     assert out16.dtype == jnp.float32
     assert jax.tree_util.tree_leaves(variables["params"])[0].dtype == jnp.float32
     np.testing.assert_allclose(out16, out32, atol=0.05 * float(jnp.abs(out32).max()))
