@@ -156,7 +156,7 @@ def test_task_files_pairs_and_determinism(tmp_path, options):
 def test_clutter_object_moves_against_a_shaking_background(index):
     pair = index % 4
     rng = np.random.default_rng(index)
-    camera, centres, radius = synthetic._clutter_motion(pair, rng, 32)
+    camera, centres, _ = synthetic._clutter_motion(pair, rng, 32)
     assert synthetic.CLUTTER_FRAMES[0] <= len(camera) <= synthetic.CLUTTER_FRAMES[1]
     # Relative to the background the object moves at a constant speed in the class's direction,
     # wrapping around the frame's edges.
