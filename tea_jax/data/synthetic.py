@@ -78,7 +78,7 @@ TASKS = {
 
 # Parameters of the clutter and order tasks, fixed before any network was trained on them.
 CLUTTER_FRAMES = (12, 16)  # shortest and longest video
-CLUTTER_OBJECT_SPEED = (1.0, 2.0)  # pixels per frame, relative to the background
+CLUTTER_OBJECT_SPEED = (1.0, 1.25)  # pixels per frame, relative to the background
 CLUTTER_OBJECT_RADIUS = (0.08, 0.125)  # fraction of the frame size
 CLUTTER_SHAKE = 1.5  # camera shake, uniform in [-CLUTTER_SHAKE, CLUTTER_SHAKE] pixels per axis
 CLUTTER_TEXTURE_CELL = 4  # pixels per cell of the background texture
@@ -138,20 +138,14 @@ def _object_colour(rng: np.random.Generator) -> np.ndarray:
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0] / 255.0
 
 
-def _render(background, colour, shape, centre, radius, angle, wrap=False) -> np.ndarray:
-    """Draws the shape (anti-aliased, sub-pixel) over the background; uint8 (H, W, 3).
-
-    With `wrap`, what leaves the frame on one side comes back on the other.
-    """
+def _render(background, colour, shape, centre, radius, angle) -> np.ndarray:
+    """Draws the shape (anti-aliased, sub-pixel) over the background; uint8 (H, W, 3)."""
     points = np.asarray(shape, np.float64) * radius
     cos, sin = np.cos(angle), np.sin(angle)
     points = points @ np.array([[cos, sin], [-sin, cos]]) + np.asarray(centre)
-    height, width = background.shape[:2]
-    offsets = [(dx, dy) for dx in (-width, 0, width) for dy in (-height, 0, height)]
-    copies = [points + offset for offset in (offsets if wrap else [(0, 0)])]
-    fixed = [np.round(p * (1 << _SUBPIXEL_BITS)).astype(np.int32) for p in copies]
+    fixed = np.round(points * (1 << _SUBPIXEL_BITS)).astype(np.int32)
     mask = np.zeros(background.shape[:2], np.float32)
-    cv2.fillPoly(mask, fixed, 1.0, lineType=cv2.LINE_AA, shift=_SUBPIXEL_BITS)
+    cv2.fillPoly(mask, [fixed], 1.0, lineType=cv2.LINE_AA, shift=_SUBPIXEL_BITS)
     image = background * (1 - mask[..., None]) + colour * mask[..., None]
     return np.round(image * 255).astype(np.uint8)
 
@@ -198,10 +192,8 @@ def _clutter_motion(pair: int, rng: np.random.Generator, size: int):
 
     Returns:
       (camera, centres, radius): per-frame camera offsets (T, 2) and object centres in the frame
-      (T, 2), as (x, y) pixels in [0, size), and the object's radius. The object moves relative
-      to the background (that is, `centres + camera` modulo `size`) at a constant velocity in the
-      class's direction, wrapping around the frame's edges; its position in every frame is
-      therefore uniform over the frame, whatever the direction.
+      (T, 2), as (x, y) pixels, and the object's radius. The object moves relative to the
+      background (that is, `centres + camera`) at a constant velocity in the class's direction.
     """
     num_frames = int(rng.integers(CLUTTER_FRAMES[0], CLUTTER_FRAMES[1] + 1))
     t = np.arange(num_frames)[:, None]
@@ -209,20 +201,22 @@ def _clutter_motion(pair: int, rng: np.random.Generator, size: int):
     radius = rng.uniform(*CLUTTER_OBJECT_RADIUS) * size
     velocity = rng.uniform(*CLUTTER_OBJECT_SPEED) * direction / np.linalg.norm(direction)
     camera = rng.uniform(-CLUTTER_SHAKE, CLUTTER_SHAKE, (num_frames, 2))
-    centres = (rng.uniform(0, size, 2) + velocity * t - camera) % size
-    return camera, centres, radius
+    path = velocity * t - camera
+    low = radius + 1 - path.min(0)
+    high = size - radius - 1 - path.max(0)
+    if np.any(high < low):
+        raise AssertionError("the clutter task's parameters let the object leave the frame")
+    return camera, rng.uniform(low, high) + path, radius
 
 
 def _clutter_pair(pair: int, rng: np.random.Generator, options: SyntheticOptions) -> np.ndarray:
     """Class 2 * `pair` of the clutter task: uint8 frames (T, size, size, 3), 12-16 frames.
 
     The camera shakes over a textured background by up to CLUTTER_SHAKE pixels per axis in every
-    frame (sub-pixel), and a small shape moves relative to the background at 1-2 pixels per frame
+    frame (sub-pixel), and a small shape moves relative to the background at 1-1.25 pixels per frame
     in the class's direction: between two neighbouring frames the shape's step on screen is its
-    own plus the shake's, which is as large, so only its motion relative to the background or
-    over many frames gives the class away. The shape wraps around the frame's edges, so that no
-    frame tells the direction by where the shape is (a shape kept inside the frame is nearer its
-    middle across its direction of motion than along it).
+    own plus the shake's, as large as its own, and only its motion relative to the background
+    gives the class away. The shape stays whole inside the frame.
     """
     size = options.size
     camera, centres, radius = _clutter_motion(pair, rng, size)
@@ -235,7 +229,7 @@ def _clutter_pair(pair: int, rng: np.random.Generator, options: SyntheticOptions
     for (x, y), centre in zip(camera, centres, strict=True):
         view = np.float32([[1, 0, -(margin + x)], [0, 1, -(margin + y)]])
         background = cv2.warpAffine(world, view, (size, size), flags=cv2.INTER_LINEAR)
-        frames.append(_render(background, colour, shape, centre, radius, angle, wrap=True))
+        frames.append(_render(background, colour, shape, centre, radius, angle))
     return np.stack(frames)
 
 
