@@ -2,7 +2,7 @@
 
   python train.py --config configs/synthetic_clutter.py[:MODEL] --workdir runs/clutter_tea8
 
-8 classes (the directions of a small shape's 1-2 pixel-per-frame motion relative to the
+8 classes (the directions of a small shape's 1-1.25 pixel-per-frame motion relative to the
 background) in time-reversed pairs, 32x32 frames, generated into ``data/synthetic_clutter`` on
 first use; the recipe and budget of ``synthetic_tea8.py``, on its skeleton with two blocks in
 stages 3 and 4: Res2Net's hierarchical residual, which makes MTA a cascade, exists only from the
