@@ -1,4 +1,4 @@
-"""bench/accelerator_check.py end to end on CPU with a reduced network, and its batch search."""
+"""The benchmark scripts: accelerator_check end to end on CPU, its batch search; synthetic_table."""
 
 import json
 import os
@@ -129,3 +129,22 @@ def test_reference_row_gets_the_model_flops_and_mfu_of_its_device():
         "| TEA-16f training, bf16, 16 clips | PyTorch reference | 4.0 | 4000.0 ms | n/a "
         "| 3.00 GiB | 50.0% | n/a |"
     )
+
+
+def test_synthetic_table_resumes_a_run_only_on_the_dataset_it_began_on(tmp_path, monkeypatch):
+    import synthetic_table
+
+    trained = []
+    monkeypatch.setattr(synthetic_table.subprocess, "run", lambda cmd, **_: trained.append(cmd))
+    monkeypatch.setattr(synthetic_table, "final_val", lambda _: {"top1": 0.5, "step": 500})
+    monkeypatch.setattr(synthetic_table, "dataset_meta", lambda _: {"seed": 0})
+    checkpoints = tmp_path / "tea50" / "seed_0" / "checkpoints"
+    checkpoints.mkdir(parents=True)  # a run from before datasets were recorded
+    synthetic_table.run("clutter", "tea50", 0, tmp_path, [], {"seed": 0})
+    assert not checkpoints.exists()
+    checkpoints.mkdir()
+    synthetic_table.run("clutter", "tea50", 0, tmp_path, [], {"seed": 0})
+    assert checkpoints.exists()  # same dataset: resumed
+    synthetic_table.run("clutter", "tea50", 0, tmp_path, [], {"seed": 1})
+    assert not checkpoints.exists()
+    assert len(trained) == 3
