@@ -76,7 +76,8 @@ TASKS = {
     "order": (ORDER_CLASSES, ()),
 }
 
-# Parameters of the clutter and order tasks, fixed before any network was trained on them.
+# Parameters of the clutter and order tasks, fixed by whether TEA learns the task (see the README's
+# sweep) before the other networks ran.
 CLUTTER_FRAMES = (12, 16)  # shortest and longest video
 CLUTTER_OBJECT_SPEED = (1.0, 1.25)  # pixels per frame, relative to the background
 CLUTTER_OBJECT_RADIUS = (0.08, 0.125)  # fraction of the frame size
@@ -214,9 +215,9 @@ def _clutter_pair(pair: int, rng: np.random.Generator, options: SyntheticOptions
 
     The camera shakes over a textured background by up to CLUTTER_SHAKE pixels per axis in every
     frame (sub-pixel), and a small shape moves relative to the background at 1-1.25 pixels per frame
-    in the class's direction: between two neighbouring frames the shape's step on screen is its
-    own plus the shake's, as large as its own, and only its motion relative to the background
-    gives the class away. The shape stays whole inside the frame.
+    in the class's direction. Between two neighbouring frames the shape's step on screen is its own
+    plus the shake's, which is as large, so its direction shows only against the background or over
+    many frames. The shape stays whole inside the frame.
     """
     size = options.size
     camera, centres, radius = _clutter_motion(pair, rng, size)
