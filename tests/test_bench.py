@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from fast_compile import cpu_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
@@ -39,11 +40,7 @@ def _run_check(args, workdir):
     """Runs the check with `args` on CPU; returns the process and its final JSON line."""
     proc = subprocess.run(
         [sys.executable, os.path.join(ROOT, "bench", "accelerator_check.py"), *args.split()],
-        env=dict(
-            os.environ,
-            JAX_PLATFORMS="cpu",
-            XLA_FLAGS="--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true",
-        ),
+        env=cpu_env(),
         cwd=workdir,
         capture_output=True,
         text=True,

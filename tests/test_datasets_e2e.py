@@ -22,6 +22,7 @@ import sys
 
 import numpy as np
 import pytest
+from fast_compile import cpu_env
 
 from tea_jax.data import records
 from tea_jax.data.listfiles import read_class_names
@@ -110,13 +111,10 @@ class Replica:
         assert args[0] == "python" and args[1] in ("train.py", "eval.py"), command
         args = [sys.executable, os.path.join(ROOT, args[1]), *args[2:]]
         args = [os.path.join(ROOT, a) if a.startswith("configs/") else a for a in args]
-        env = dict(
-            os.environ,
-            JAX_PLATFORMS="cpu",
+        env = cpu_env(
             PYTHONPATH=ROOT,
             JAX_COMPILATION_CACHE_DIR=str(self.cache),
             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-            XLA_FLAGS="--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true",
         )
         proc = subprocess.run(
             args, cwd=self.work, env=env, capture_output=True, text=True, timeout=300

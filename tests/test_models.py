@@ -1,5 +1,7 @@
 """The registry's networks: the paper's sizes, every baseline running, training and precision."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,7 +15,7 @@ REDUCED = {"stage_sizes": (1, 1, 1, 1), "width_multiplier": 0.25}
 
 def init(model, t, size=32, batch=2):
     video = jax.random.normal(jax.random.key(0), (batch, t, size, size, 3))
-    return model.init(jax.random.key(1), video), video
+    return jax.jit(model.init)(jax.random.key(1), video), video
 
 
 @pytest.mark.parametrize(
@@ -37,7 +39,7 @@ def test_tea50_costs_what_the_paper_says():
 def test_every_registered_model_runs(name):
     model = create_model(name, num_classes=5, num_segments=4, **REDUCED)
     variables, video = init(model, 4)
-    logits = model.apply(variables, video)
+    logits = jax.jit(model.apply)(variables, video)
     assert logits.shape == (2, 5) and np.isfinite(logits).all()
 
 
@@ -45,9 +47,10 @@ def test_every_registered_model_runs(name):
 def test_tea_handles_any_number_of_segments(t):
     model = create_model("tea50", num_classes=3, num_segments=t, **REDUCED)
     variables, video = init(model, t, batch=1)
-    assert model.apply(variables, video).shape == (1, 3)
+    apply = jax.jit(model.apply)
+    assert apply(variables, video).shape == (1, 3)
     with pytest.raises(ValueError, match="num_segments"):
-        model.apply(variables, video[:, :-1])
+        apply(variables, video[:, :-1])
 
 
 def test_tea_is_order_sensitive_and_tsn_is_not():
@@ -56,7 +59,8 @@ def test_tea_is_order_sensitive_and_tsn_is_not():
     for name, sensitive in [("tea50", True), ("tsn_res2net50", False)]:
         model = create_model(name, num_classes=4, num_segments=8, temporal_init="normal", **REDUCED)
         variables, video = init(model, 8)
-        forward, backward = model.apply(variables, video), model.apply(variables, video[:, ::-1])
+        apply = jax.jit(model.apply)
+        forward, backward = apply(variables, video), apply(variables, video[:, ::-1])
         assert (not np.allclose(forward, backward, atol=1e-6)) == sensitive, name
 
 
@@ -94,9 +98,8 @@ def test_training_step_updates_statistics_and_has_gradients():
 def test_partial_bn_freezes_every_statistic_but_the_stem():
     model = create_model("tea50", num_classes=4, num_segments=4, partial_bn=True, **REDUCED)
     variables, video = init(model, 4)
-    _, updates = model.apply(
-        variables, video, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(0)}
-    )
+    apply = functools.partial(model.apply, train=True, mutable=["batch_stats"])
+    _, updates = jax.jit(apply)(variables, video, rngs={"dropout": jax.random.key(0)})
     old, new = variables["batch_stats"], updates["batch_stats"]
     assert not np.allclose(old["bn1"]["mean"], new["bn1"]["mean"])
     del old["bn1"], new["bn1"]
@@ -162,15 +165,18 @@ def temporal_reach(name: str, num_segments: int = 20, **options) -> tuple[int, i
     variables, video = init(model, num_segments, batch=1)
     j = num_segments // 2
     changed = video.at[:, j].add(jax.random.normal(jax.random.key(2), video.shape[2:]))
-    outputs = []
-    for clip in (video, changed):
+
+    @jax.jit
+    def per_frame_outputs(clip):
         _, state = model.apply(
             variables,
             clip,
             capture_intermediates=lambda module, _: module.name == "fc",
             mutable=["intermediates"],
         )
-        outputs.append(np.asarray(state["intermediates"]["fc"]["__call__"][0]))
+        return state["intermediates"]["fc"]["__call__"][0]
+
+    outputs = [np.asarray(per_frame_outputs(clip)) for clip in (video, changed)]
     seen = np.nonzero(np.abs(outputs[1] - outputs[0]).max(-1) > 0)[0] - j
     return int(seen.min()), int(seen.max())
 

@@ -18,11 +18,10 @@ import time
 import fake_loader
 import numpy as np
 import pytest
+from fast_compile import cpu_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOTAL_STEPS = 6
-# The runs are compile-bound: LLVM's expensive optimisations cost more than they save here.
-FAST_COMPILE = ("--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true")
 
 
 def tiny_config(total_steps=TOTAL_STEPS, delay_s=0.0):
@@ -61,16 +60,13 @@ def tiny_config(total_steps=TOTAL_STEPS, delay_s=0.0):
 
 
 def _env(devices, cache_dir):
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = " ".join(
-        [f"--xla_force_host_platform_device_count={devices}", *FAST_COMPILE]
+    return cpu_env(
+        devices,
+        JAX_COMPILATION_CACHE_DIR=cache_dir,
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+        PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]),
     )
-    env["JAX_PLATFORMS"] = "cpu"
-    env["JAX_COMPILATION_CACHE_DIR"] = cache_dir
-    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
-    env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
-    env["PYTHONPATH"] = os.pathsep.join([ROOT, os.path.join(ROOT, "tests")])
-    return env
 
 
 def start_run(

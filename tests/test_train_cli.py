@@ -6,17 +6,13 @@ import subprocess
 import sys
 
 import pytest
+from fast_compile import cpu_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _run(args, timeout=400):
-    env = dict(
-        os.environ,
-        JAX_PLATFORMS="cpu",
-        PYTHONPATH=ROOT,
-        XLA_FLAGS="--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true",
-    )
+    env = cpu_env(PYTHONPATH=ROOT)
     proc = subprocess.run(
         [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )
@@ -134,7 +130,7 @@ def test_unwritable_workdir_fails_at_start_with_one_line(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     workdir = blocker / "run"
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+    env = cpu_env(PYTHONPATH=ROOT)
     args = ["train.py", "--config", "configs/synthetic_tea8.py", f"--workdir={workdir}"]
     proc = subprocess.run(
         [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
