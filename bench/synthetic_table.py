@@ -39,7 +39,8 @@ TASKS = {
     ),
     "order": (
         "synthetic_order",
-        "the order task (2 classes, each the time reversal of the other, chance 50%)",
+        "the order task (2 classes, each the time reversal of the other, chance 50%; the events "
+        "are adjacent in half of the videos, so 75% needs no long range)",
     ),
 }
 DESCRIPTIONS = {

@@ -123,7 +123,7 @@ def test_cli(tmp_path):
 
 
 CLUTTER = synthetic.SyntheticOptions(task="clutter", seed=3, num_train=16, num_val=8, size=32)
-ORDER = synthetic.SyntheticOptions(task="order", seed=3, num_train=8, num_val=4, size=32)
+ORDER = synthetic.SyntheticOptions(task="order", seed=3, num_train=8, num_val=4, size=16)
 
 
 @pytest.mark.parametrize("options", [CLUTTER, ORDER], ids=["clutter", "order"])
@@ -178,17 +178,33 @@ def test_clutter_background_shakes():
 
 
 def test_order_events():
-    for seed in range(50):
-        flash, swell = synthetic._order_events(np.random.default_rng(seed))
-        assert synthetic.ORDER_GAP[0] <= swell - flash <= synthetic.ORDER_GAP[1]
-        assert flash >= synthetic.ORDER_MARGIN
-        end = swell + synthetic.ORDER_EVENT_FRAMES
+    gaps = []
+    for seed in range(200):
+        first, second = synthetic._order_events(np.random.default_rng(seed))
+        gaps.append(second - first)
+        assert first >= synthetic.ORDER_MARGIN
+        end = second + synthetic.ORDER_EVENT_FRAMES
         assert synthetic.ORDER_FRAMES - end >= synthetic.ORDER_MARGIN
-    _, frames = synthetic.generate_pair(ORDER, "val", 0)
+    adjacent = np.equal(gaps, synthetic.ORDER_EVENT_FRAMES)
+    assert 0.4 < adjacent.mean() < 0.6
+    apart = np.asarray(gaps)[~adjacent]
+    assert set(apart) == set(range(synthetic.ORDER_GAP[0], synthetic.ORDER_GAP[1] + 1))
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_order_video_brightens_then_darkens(index):
+    _, frames = synthetic.generate_pair(ORDER, "train", index)
     assert len(frames) == synthetic.ORDER_FRAMES
-    changed = np.abs(np.diff(frames.astype(float), axis=0)).sum((1, 2, 3)) > 0
-    # The frame changes exactly where each event starts and ends.
-    assert changed.sum() == 4
+    brightness = frames.astype(float).mean((1, 2, 3))
+    still = np.median(brightness)
+    brighter = np.flatnonzero(brightness > still + 5)
+    darker = np.flatnonzero(brightness < still - 5)
+    assert len(brighter) == len(darker) == synthetic.ORDER_EVENT_FRAMES
+    assert np.all(np.diff(brighter) == 1) and np.all(np.diff(darker) == 1)
+    assert brighter[-1] < darker[0]
+    # Every other frame is the same still image.
+    still_frames = np.delete(frames, np.concatenate([brighter, darker]), axis=0)
+    assert np.all(still_frames == still_frames[0])
 
 
 def test_a_changed_task_parameter_regenerates_the_dataset(monkeypatch):

@@ -4,8 +4,8 @@ Three tasks (`SyntheticOptions.task`), each a set of classes in exact time-rever
 - `motion` (the default): 8 classes of a shape's motion, described below;
 - `clutter`: 8 directions of a small object's slow motion over a textured, shaking background (see
   `_clutter_pair`): only short-range motion relative to the background tells them;
-- `order`: which of two brief events 4-14 frames apart came first (see `_order_pair`): only
-  aggregation over a long temporal range sees both.
+- `order`: which of two brief events came first, the frame brightening or darkening (see
+  `_order_pair`): when they are apart, only aggregation over a long temporal range sees both.
 
 In the `motion` task, each video shows one bright shape on a near-plain background moving left to
 right, top to bottom, circling clockwise or growing (class A of a pair); its time reversal is class
@@ -66,7 +66,7 @@ _CLUTTER_DIRECTIONS = {
     "moving south-west": (-1, 1),
     "moving north-east": (1, -1),
 }
-ORDER_CLASSES = ("flash before swell", "swell before flash")
+ORDER_CLASSES = ("brightening before darkening", "darkening before brightening")
 
 TASKS = {
     "motion": (CLASSES, FLIP_LABEL_PAIRS),
@@ -84,8 +84,9 @@ CLUTTER_OBJECT_RADIUS = (0.08, 0.125)  # fraction of the frame size
 CLUTTER_SHAKE = 1.5  # camera shake, uniform in [-CLUTTER_SHAKE, CLUTTER_SHAKE] pixels per axis
 CLUTTER_TEXTURE_CELL = 4  # pixels per cell of the background texture
 ORDER_FRAMES = 32  # every video; train with num_segments=32 so that every frame is seen
-ORDER_EVENT_FRAMES = 2  # length of each event
-ORDER_GAP = (4, 14)  # frames from the start of the first event to the start of the second
+ORDER_EVENT_FRAMES = 3  # length of each event
+ORDER_ADJACENT = 0.5  # share of videos whose second event starts as the first one ends
+ORDER_GAP = (4, 11)  # in the others, frames from the start of the first event to that of the second
 ORDER_MARGIN = 8  # frames between either event and either end of the video
 
 # Asymmetric polygons, in units of the object radius.
@@ -98,7 +99,7 @@ _SHAPES = (
 )
 _SUBPIXEL_BITS = 4
 
-_META_VERSION = 2
+_META_VERSION = 3
 
 
 DEFAULT_OPTIONS = SyntheticOptions()
@@ -117,6 +118,7 @@ def _meta(options: SyntheticOptions) -> dict:
         "order": {
             "frames": ORDER_FRAMES,
             "event_frames": ORDER_EVENT_FRAMES,
+            "adjacent": ORDER_ADJACENT,
             "gap": ORDER_GAP,
             "margin": ORDER_MARGIN,
         },
@@ -235,60 +237,43 @@ def _clutter_pair(pair: int, rng: np.random.Generator, options: SyntheticOptions
 
 
 def _order_events(rng: np.random.Generator) -> tuple[int, int]:
-    """First frames of the flash and of the swell in an order video of class 0."""
-    gap = int(rng.integers(ORDER_GAP[0], ORDER_GAP[1] + 1))
+    """First frames of the brightening and of the darkening in an order video of class 0."""
+    if rng.random() < ORDER_ADJACENT:
+        gap = ORDER_EVENT_FRAMES
+    else:
+        gap = int(rng.integers(ORDER_GAP[0], ORDER_GAP[1] + 1))
     last_start = ORDER_FRAMES - ORDER_MARGIN - ORDER_EVENT_FRAMES - gap
-    flash = int(rng.integers(ORDER_MARGIN, last_start + 1))
-    return flash, flash + gap
+    first = int(rng.integers(ORDER_MARGIN, last_start + 1))
+    return first, first + gap
 
 
 def _order_pair(rng: np.random.Generator, options: SyntheticOptions) -> np.ndarray:
-    """Class 0 of the order task ("flash before swell"): uint8 frames (ORDER_FRAMES, size, size, 3).
+    """Class 0 of the order task ("brightening before darkening"): uint8 frames (ORDER_FRAMES,
+    size, size, 3).
 
-    Two shapes sit still on a near-plain background. For ORDER_EVENT_FRAMES frames the first one
-    flashes (takes another colour); ORDER_GAP frames after the flash starts, the second one swells
-    (1.6 times its radius) for as long. Both events stay ORDER_MARGIN frames away from either end,
-    so a network that sees one event and a clip boundary together still cannot tell which came
-    first; its time reversal ("swell before flash") holds the same frames. The shapes sit in the
-    middle 40% of the frame, where every training crop keeps them.
+    Two large shapes sit still, left and right, on a near-plain background. For
+    ORDER_EVENT_FRAMES frames the whole frame brightens (halfway to grey-white); later, for as
+    long, it darkens (to 30%). Half of the videos (ORDER_ADJACENT) have the second event start as
+    the first ends; in the others it starts ORDER_GAP frames after the first one starts, 1-8
+    frames after it ends. Both events stay ORDER_MARGIN frames away from either end, so a network
+    that sees one event and a clip boundary together still cannot tell which came first; its time
+    reversal ("darkening before brightening") holds the same frames.
     """
     size = options.size
-    flash, swell = _order_events(rng)
-
+    brighten, darken = _order_events(rng)
     background = _background(rng, size, options.texture_amplitude)
-    radius = 0.11 * size
-    while True:
-        centres = rng.uniform(0.3 * size, 0.7 * size, (2, 2))
-        if np.linalg.norm(centres[0] - centres[1]) > 3.4 * radius:
-            break
+    radius = 0.2 * size
+    x = rng.uniform(0.25, 0.35, 2) * size * np.array([1, -1]) + np.array([0, size])
+    centres = np.stack([rng.permutation(x), rng.uniform(0.3, 0.7, 2) * size], axis=1)
     colours = [_object_colour(rng) for _ in range(2)]
-    hue = cv2.cvtColor(np.uint8(colours[0][None, None] * 255), cv2.COLOR_RGB2HSV)[0, 0, 0]
-    flash_hsv = np.array([[[(int(hue) + 90) % 180, 255, 255]]], np.uint8)
-    flash_colour = cv2.cvtColor(flash_hsv, cv2.COLOR_HSV2RGB)[0, 0] / 255.0
     shapes = [_SHAPES[i] for i in rng.choice(len(_SHAPES), 2, replace=False)]
     angles = rng.uniform(0, 2 * np.pi, 2)
-    frames = []
-    for t in range(ORDER_FRAMES):
-        flashing = flash <= t < flash + ORDER_EVENT_FRAMES
-        swelling = swell <= t < swell + ORDER_EVENT_FRAMES
-        image = _render(
-            background,
-            flash_colour if flashing else colours[0],
-            shapes[0],
-            centres[0],
-            radius,
-            angles[0],
-        )
-        image = _render(
-            image / 255.0,
-            colours[1],
-            shapes[1],
-            centres[1],
-            radius * (1.6 if swelling else 1),
-            angles[1],
-        )
-        frames.append(image)
-    return np.stack(frames)
+    image = _render(background, colours[0], shapes[0], centres[0], radius, angles[0])
+    image = _render(image / 255.0, colours[1], shapes[1], centres[1], radius, angles[1])
+    frames = np.repeat(image[None], ORDER_FRAMES, axis=0)
+    frames[brighten : brighten + ORDER_EVENT_FRAMES] = np.round(0.5 * image + 127.5)
+    frames[darken : darken + ORDER_EVENT_FRAMES] = np.round(0.3 * image)
+    return frames
 
 
 def generate_pair(options: SyntheticOptions, split: str, index: int) -> tuple[int, np.ndarray]:
