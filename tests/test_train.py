@@ -195,19 +195,33 @@ def test_metrics_report_model_flops_and_a_profile_ending_after_the_run_is_writte
     assert glob.glob(str(profile / "**" / "*.trace.json.gz"), recursive=True)
 
 
-def test_two_processes_in_step_with_one_process(reference, tmp_path, cache_dir):
-    """2 processes x 2 devices (gloo collectives) against the single-process run."""
+def _two_processes(workdir, cache_dir):
     port = _free_port()
     procs = [
-        start_run(tmp_path, devices=2, cache_dir=cache_dir, process=(port, 2, i)) for i in range(2)
+        start_run(workdir, devices=2, cache_dir=cache_dir, process=(port, 2, i)) for i in range(2)
     ]
-    outputs = [finish(proc) for proc in procs]
+    return [finish(proc) for proc in procs]
+
+
+def test_two_processes_in_step_with_one_process(reference, tmp_path, cache_dir):
+    """2 processes x 2 devices (gloo collectives) against the single-process run; then both
+    resume from one step when the last checkpoint lacks one host's data state."""
+    outputs = _two_processes(tmp_path, cache_dir)
     assert "Final validation" in outputs[0]
     np.testing.assert_allclose(losses(tmp_path), losses(reference), rtol=1e-3, atol=1e-4)
     val = read_records(tmp_path, "val")[TOTAL_STEPS]
     ref_val = read_records(reference, "val")[TOTAL_STEPS]
     assert val["top1"] == ref_val["top1"]
     assert val["loss"] == pytest.approx(ref_val["loss"], rel=1e-3)
+
+    os.remove(tmp_path / "checkpoints" / "6" / "data" / "process_1-of-2.json")
+    outputs = _two_processes(tmp_path, cache_dir)
+    skipped = f"Skipping checkpoint {tmp_path / 'checkpoints' / '6'}, it does not restore: "
+    assert skipped + "another host could not restore it" in outputs[0], outputs[0][-3000:]
+    assert skipped + "FileNotFoundError" in outputs[1], outputs[1][-3000:]
+    resumed = f"Resuming from step 4 ({tmp_path / 'checkpoints' / '4'}); the data order continues."
+    assert resumed in outputs[0], outputs[0][-3000:]
+    np.testing.assert_allclose(losses(tmp_path), losses(reference), rtol=1e-3, atol=1e-4)
 
 
 def test_non_finite_loss_stops_with_a_clear_message():

@@ -5,7 +5,8 @@ Layout of ``WORKDIR/checkpoints/<step>/``: ``state`` (Orbax pytree of :class:`Tr
 size of the training split). Saves are asynchronous; the manager keeps the latest ``keep``
 checkpoints and the one with the best validation top-1. Restoring places the arrays on the
 current mesh, so a run can continue on a different number of devices. A checkpoint is trusted
-only once it restores completely; :meth:`Checkpointer.restore_latest` falls back to older ones.
+only once it restores completely on every host; :meth:`Checkpointer.restore_latest` falls back to
+older ones.
 """
 
 import dataclasses
@@ -68,6 +69,24 @@ class Restored:
 
 def _reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+
+
+def _on_every_process(fn, *args) -> tuple[Any, str | None]:
+    """``fn(*args)``, and why it failed here or on another process (None: it succeeded on all).
+
+    Every process must call it, in the same order: the processes exchange whether it succeeded.
+    """
+    try:
+        result, reason = fn(*args), None
+    except Exception as e:  # Any failure to read a checkpoint makes it untrusted.
+        result, reason = None, _reason(e)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        succeeded = multihost_utils.process_allgather(np.int32(reason is None))
+        if reason is None and not np.all(succeeded):
+            reason = "another host could not restore it"
+    return result, reason
 
 
 class _MissingMetricsFilter(logging.Filter):
@@ -188,7 +207,8 @@ class Checkpointer:
         """Restores the newest checkpoint that restores completely.
 
         A checkpoint with a missing, truncated or unreadable file is skipped with a warning
-        naming it and the error, and the next older one is tried.
+        naming it and the error, and the next older one is tried. The hosts agree: a checkpoint
+        that fails to restore on one of them is skipped by all, so they resume from one step.
 
         Args:
           abstract_state: a tree of ``jax.ShapeDtypeStruct`` with the target shardings.
@@ -205,12 +225,16 @@ class Checkpointer:
         skipped = []
         for step in sorted(self.manager.all_steps(), reverse=True):
             path = self.step_path(step)
-            try:
-                state = self.restore(step, abstract_state)
-                data_restart = self._restore_data(step, data_iterator, num_examples)
-            except Exception as e:  # Any failure to read a checkpoint makes it untrusted.
-                logging.warning("Skipping checkpoint %s, it does not restore: %s", path, _reason(e))
-                skipped.append((path, _reason(e)))
+            state, reason = _on_every_process(self.restore, step, abstract_state)
+            if reason is None:
+                data_restart, reason = _on_every_process(
+                    self._data_restart, step, data_iterator, num_examples
+                )
+            if reason is None and data_restart is None:
+                _, reason = _on_every_process(self._restore_iterator, step, data_iterator)
+            if reason is not None:
+                logging.warning("Skipping checkpoint %s, it does not restore: %s", path, reason)
+                skipped.append((path, reason))
                 continue
             self._set_aside([p for p, _ in skipped])
             return Restored(step, path, state, data_restart, skipped)
@@ -249,10 +273,10 @@ class Checkpointer:
             step, args=ocp.args.Composite(**{META: ocp.args.JsonRestore()})
         )[META]
 
-    def _restore_data(
+    def _data_restart(
         self, step: int, data_iterator: Any | None, num_examples: int | None
     ) -> str | None:
-        """Restores the iterator position of ``step``; returns why it cannot continue, if so.
+        """Why the data order of ``step`` cannot continue, or None if it can.
 
         Raises:
           FileNotFoundError: this host's iterator state is missing though the checkpoint was
@@ -280,11 +304,14 @@ class Checkpointer:
             if saved and count not in saved:
                 return f"it was saved by {min(saved)} processes and this run has {count}"
             raise FileNotFoundError(f"{os.path.join(folder, name)} is missing")
+        return None
+
+    def _restore_iterator(self, step: int, data_iterator: Any) -> None:
+        """Restores the iterator position of ``step`` in place."""
         self.manager.restore(
             step,
             args=ocp.args.Composite(**{DATA: grain.checkpoint.CheckpointRestore(data_iterator)}),
         )
-        return None
 
     def restore(self, step: int, abstract_state: TrainState) -> TrainState:
         """Restores the train state of ``step`` onto the shardings of ``abstract_state``.
