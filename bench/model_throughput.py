@@ -13,6 +13,7 @@ under `torch.autocast` in bfloat16 with `--dtype bf16`. The last line printed is
 
 import argparse
 import collections
+import functools
 import glob
 import gzip
 import json
@@ -32,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from tea_jax import create_model, flops  # noqa: E402
-from tea_jax.train.step import REMAT_POLICIES  # noqa: E402
+from tea_jax.train.state import create_train_state  # noqa: E402
+from tea_jax.train.step import train_step  # noqa: E402
 
 DTYPES = {"fp32": jnp.float32, "bf16": jnp.bfloat16}
 
@@ -94,7 +96,7 @@ def bench_jax(
       model_name: a `tea_jax.create_model` name.
       num_segments: frames per clip.
       batch: clips per step.
-      mode: `'train'` (forward, backward and an SGD-momentum update) or `'infer'`.
+      mode: `'train'` (`tea_jax.train.step.train_step` with SGD momentum) or `'infer'`.
       dtype: compute dtype, `'fp32'` or `'bf16'` (parameters stay float32).
       resolution: frame height and width.
       num_classes: classifier outputs.
@@ -127,35 +129,13 @@ def bench_jax(
     if mode == "infer":
         state, inputs = variables, (video,)
         step_fn = jax.jit(lambda variables, video: (variables, model.apply(variables, video)))
-    else:
-
-        def forward(params, batch_stats, video):
-            return model.apply(
-                {"params": params, "batch_stats": batch_stats},
-                video,
-                train=True,
-                mutable=["batch_stats"],
-                rngs={"dropout": jax.random.key(0)},
-            )
-
-        if remat:
-            forward = jax.checkpoint(forward, policy=REMAT_POLICIES[remat])
-
-        def train_step(state, video, labels):
-            params, batch_stats, opt_state = state
-
-            def loss_fn(params):
-                logits, updates = forward(params, batch_stats, video)
-                loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-                return loss, updates["batch_stats"]
-
-            (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-            updates, opt_state = tx.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), batch_stats, opt_state), loss
-
-        state = (variables["params"], variables["batch_stats"], tx.init(variables["params"]))
-        inputs = (video, labels)
-        step_fn = jax.jit(train_step, donate_argnums=0)
+    else:  # The training step of train.py, on uint8 frames as its loader gives them.
+        frames = jax.random.randint(jax.random.key(2), shape, 0, 256, jnp.int32).astype(jnp.uint8)
+        state = create_train_state(variables, tx)
+        inputs = ({"video": frames, "label": labels}, jax.random.key(3))
+        schedule = optax.constant_schedule(0.01)
+        step = functools.partial(train_step, model=model, tx=tx, schedule=schedule, remat=remat)
+        step_fn = jax.jit(step, donate_argnums=0)
 
     start = time.perf_counter()
     compiled = step_fn.lower(state, *inputs).compile()
