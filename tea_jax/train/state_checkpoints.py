@@ -71,6 +71,15 @@ def _reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
 
 
+def _of_every_process(flag: bool) -> np.ndarray:
+    """``flag`` as every process holds it (a collective: every process must call it)."""
+    if jax.process_count() == 1:
+        return np.asarray([flag])
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(np.asarray(flag)))
+
+
 def _on_every_process(fn, *args) -> tuple[Any, str | None]:
     """``fn(*args)``, and why it failed here or on another process (None: it succeeded on all).
 
@@ -80,12 +89,8 @@ def _on_every_process(fn, *args) -> tuple[Any, str | None]:
         result, reason = fn(*args), None
     except Exception as e:  # Any failure to read a checkpoint makes it untrusted.
         result, reason = None, _reason(e)
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        succeeded = multihost_utils.process_allgather(np.int32(reason is None))
-        if reason is None and not np.all(succeeded):
-            reason = "another host could not restore it"
+    if not np.all(_of_every_process(reason is None)) and reason is None:
+        reason = "another host could not restore it"
     return result, reason
 
 
@@ -363,12 +368,7 @@ class PreemptionWatcher:
         self.received = True
 
     def should_stop(self) -> bool:
-        if jax.process_count() == 1:
-            return self.received
-        from jax.experimental import multihost_utils
-
-        flags = multihost_utils.process_allgather(np.asarray(self.received))
-        return bool(np.any(flags))
+        return bool(np.any(_of_every_process(self.received)))
 
     def close(self) -> None:
         signal.signal(signal.SIGTERM, self._previous)
