@@ -37,7 +37,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tea_jax.data.errors import DataError
 from tea_jax.data.normalization import normalize
+from tea_jax.data.video import write_video
+from tea_jax.predict import Predictor
 
 HEAT_ALPHA = 0.45
 TOP_K = 5
@@ -265,8 +268,6 @@ def write_overlay_video(
     """Writes the frames blended with their heat maps (`jet` colours) as a video."""
     import matplotlib
 
-    from tea_jax.data.video import write_video
-
     maps = heat_maps(explanation.cam, clip.shape[1])
     colours = matplotlib.colormaps["jet"](maps)[..., :3] * 255
     frames = (1 - HEAT_ALPHA) * clip + HEAT_ALPHA * colours
@@ -297,10 +298,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--image-size", type=int, help="crop side (default: as trained)")
     parser.add_argument("--short-side", type=int, help="resize short side (default: as trained)")
     args = parser.parse_args(argv)
-
-    from tea_jax.data import DataError
-    from tea_jax.predict import Predictor
-
     try:
         predictor = Predictor(
             args.checkpoint,

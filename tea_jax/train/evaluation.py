@@ -14,6 +14,7 @@ from jax.experimental import multihost_utils
 from tea_jax import data as data_lib
 from tea_jax import inference
 from tea_jax.data import listfiles
+from tea_jax.model_files import load_model
 from tea_jax.train import metrics as metrics_lib
 from tea_jax.train import model_setup, sharding, state_checkpoints
 
@@ -157,8 +158,6 @@ def load_variables(
       ``(model, variables, description)``.
     """
     if checkpoint:
-        from tea_jax.model_files import load_model
-
         model, variables = load_model(checkpoint, num_classes=num_classes)
         return model, variables, checkpoint
     directory = os.path.join(os.path.abspath(workdir), "checkpoints")

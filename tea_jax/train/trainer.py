@@ -12,8 +12,12 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 
 from tea_jax import data as data_lib
+from tea_jax.data.listfiles import CLASSES_FILE
+from tea_jax.inference import write_preprocessing
+from tea_jax.model_files import init_from, save_model
 from tea_jax.train import evaluation, model_setup, optim, reporting, sharding, state_checkpoints
 from tea_jax.train.state import TrainState, create_train_state
 from tea_jax.train.step import train_step
@@ -90,8 +94,6 @@ def _new_classifier(before: dict[str, Any], after: dict[str, Any]) -> bool:
 
 
 def _init_from(variables: dict[str, Any], config: ml_collections.ConfigDict) -> dict[str, Any]:
-    from tea_jax.model_files import init_from
-
     host_variables = jax.tree.map(np.asarray, variables)
     loaded, summary = init_from(host_variables, config.init_from, model_name=config.model)
     logging.info("Initialised from %s: %s", config.init_from, summary)
@@ -361,10 +363,6 @@ def export_model(
     The model is recorded with float32 compute; ``tea_jax.load_model`` and ``eval.py
     --checkpoint`` read it.
     """
-    from jax.experimental import multihost_utils
-
-    from tea_jax.model_files import save_model
-
     best = checkpointer.best_step()
     if best is not None and best != int(state.step):
         state = checkpointer.restore(best, _abstract(state, mesh))
@@ -381,8 +379,5 @@ def export_model(
 
 def _save_preprocessing(config: ml_collections.ConfigDict, path: str) -> None:
     """Stores the input size and the class names beside the model, for ``tea_jax.predict``."""
-    from tea_jax.data.listfiles import CLASSES_FILE
-    from tea_jax.inference import write_preprocessing
-
     classes = os.path.join(config.data.get("root", ""), CLASSES_FILE)
     write_preprocessing(path, config.data.image_size, config.data.get("short_side"), classes)
