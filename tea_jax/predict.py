@@ -1,6 +1,6 @@
 """Labels video files with a trained model: prints the top-5 classes of each.
 
-  python -m tea_jax.predict --checkpoint runs/synthetic_tea8/model data/synthetic/val/00000.mp4
+  python -m tea_jax.predict --checkpoint runs/synthetic_tea8/model data/synthetic/val/00000_a.mp4
   python -m tea_jax.predict --checkpoint CKPT --labels kinetics_classes.txt --clips 10 a.mp4 b.mp4
 
 ``--checkpoint`` is a model checkpoint (``WORKDIR/model`` exported by ``train.py`` or the output

@@ -67,7 +67,8 @@ def default_config() -> ml_collections.ConfigDict:
         a missing val list test (`split_candidates`, for every source).
       template: frame file names, 1-based: Something-Something V1 '{:05d}.jpg', V2
         '{:06d}.jpg', Kinetics/UCF101/HMDB51 'img_{:05d}.jpg' (or 'image_{:05d}.jpg').
-      tfds_name: e.g. 'ucf101/split1', 'hmdb51/split2', 'kinetics400', 'something_something_v2'.
+      tfds_name: e.g. 'ucf101_jpeg/split1', 'hmdb51_jpeg/split2', 'kinetics400_jpeg',
+        'something_something_v2_jpeg' (written by `prepare tfds`).
       tfds_data_dir: TFDS data_dir (None: TFDS's default).
       num_classes: None: taken from the dataset (synthetic, class folders, ArrayRecord meta,
         TFDS info); required for list files.
