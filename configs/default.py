@@ -54,8 +54,8 @@ def get_config() -> ml_collections.ConfigDict:
     # WORKDIR/profile (TensorBoard and Perfetto), on process 0; '' for none.
     config.profile_steps = ""
 
-    # Evaluation during training: 'efficient', 'accuracy', or '' (data.test_clips x data.test_crops).
-    # eval.py takes --protocols instead.
+    # Evaluation during training: 'efficient', 'accuracy' or '' (data.test_clips x
+    # data.test_crops); eval.py takes --protocols instead.
     config.eval_protocol = "efficient"
     # How the views of a video are combined: 'logits' (the released code) or 'softmax'.
     config.score_average = "logits"
