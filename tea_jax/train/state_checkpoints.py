@@ -21,6 +21,7 @@ import grain
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
 
 from tea_jax.train.state import TrainState
@@ -75,8 +76,6 @@ def _of_every_process(flag: bool) -> np.ndarray:
     """``flag`` as every process holds it (a collective: every process must call it)."""
     if jax.process_count() == 1:
         return np.asarray([flag])
-    from jax.experimental import multihost_utils
-
     return np.asarray(multihost_utils.process_allgather(np.asarray(flag)))
 
 
@@ -266,8 +265,6 @@ class Checkpointer:
                 os.rename(path, target)
                 logging.warning("Moved %s to %s.", path, target)
         if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-
             multihost_utils.sync_global_devices("checkpoints set aside")
         self.manager.reload()
 
