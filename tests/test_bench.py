@@ -68,10 +68,12 @@ def test_nothing_starts_after_the_time_limit(tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_accelerator_check_runs_end_to_end_on_cpu(tmp_path):
     """Every step of the check on a reduced network: rows, reference note, search, JSON line.
 
-    The TSN ResNet compiles fastest; the check runs any model the same way.
+    The TSN ResNet compiles fastest; the check runs any model the same way. About a minute on 2
+    cores: the subprocess compiles a training and an inference step and three batch searches.
     """
     args = "--size 32 --stage_sizes 1,1,1,1 --width 0.25 --max_batch 2 --steps 2 --warmup 1"
     args += " --batch 1 --segments 4 --models tsn_resnet50 --dtypes fp32 --time_limit_s 1e9"

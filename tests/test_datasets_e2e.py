@@ -42,6 +42,8 @@ SIZE = [
     "--config.total_steps=2",
     "--config.init_from=",
 ]
+# The second test tier: each test runs train.py and eval.py end to end.
+pytestmark = pytest.mark.slow
 CODECS = {".avi": ("avi", "mpeg4"), ".mp4": ("mp4", "libx264"), ".webm": ("webm", "libvpx-vp9")}
 
 
@@ -201,6 +203,8 @@ UCF = ["PlayingCello", "Archery", "Basketball"]
 
 
 def test_ucf101(tmp_path, jax_cache):
+    """UCF101's commands as documented; 1.5-2.5 minutes on 2 cores: train.py and eval.py
+    run as subprocesses, each compiling the reduced network."""
     ucf = Replica(tmp_path / "ucf101", "ucf101", jax_cache)
     lists = ucf.manual / "ucfTrainTestlist"
     os.makedirs(lists)
@@ -251,6 +255,8 @@ def test_ucf101(tmp_path, jax_cache):
 
 
 def test_hmdb51(tmp_path, jax_cache):
+    """HMDB51's commands as documented; 1.5-2.5 minutes on 2 cores: train.py and eval.py
+    run as subprocesses, each compiling the reduced network."""
     hmdb = Replica(tmp_path / "hmdb51", "hmdb51", jax_cache)
     splits = hmdb.manual / "testTrainMulti_7030_splits"
     os.makedirs(splits)
@@ -295,6 +301,8 @@ def test_hmdb51(tmp_path, jax_cache):
 
 
 def test_kinetics400(tmp_path, jax_cache):
+    """Kinetics-400's commands as documented; 1.5-2.5 minutes on 2 cores: train.py and eval.py
+    run as subprocesses, each compiling the reduced network."""
     k400 = Replica(tmp_path / "kinetics400", "kinetics400", jax_cache)
     names = ["zumba", "abseiling", "playing cello"]
     header = "label,youtube_id,time_start,time_end,split\n"
@@ -345,6 +353,8 @@ SOMETHING = ["Pushing something from left to right", "Holding something", "Teari
 
 
 def test_something_something_v1(tmp_path, jax_cache):
+    """Something-Something V1's commands as documented; 1.5-2.5 minutes on 2 cores: train.py and
+    eval.py run as subprocesses, each compiling the reduced network."""
     ss1 = Replica(tmp_path / "ssv1", "something-something-v1", jax_cache)
     os.makedirs(ss1.manual)
     annotated = SOMETHING + fillers(171, "Zz something ")
@@ -394,6 +404,8 @@ def test_something_something_v1(tmp_path, jax_cache):
 
 
 def test_something_something_v2(tmp_path, jax_cache):
+    """Something-Something V2's commands as documented; 1.5-2.5 minutes on 2 cores: train.py and
+    eval.py run as subprocesses, each compiling the reduced network."""
     ss2 = Replica(tmp_path / "ssv2", "something-something-v2", jax_cache)
     os.makedirs(ss2.manual)
     # The labels JSON numbers the templates; its order is neither alphabetical nor the file's.

@@ -70,8 +70,11 @@ def test_round_trip_and_platforms(model_dir, tmp_path):
         np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
 
 
+@pytest.mark.slow
 def test_loads_without_tea_jax_and_flax(model_dir, tmp_path):
-    """The file runs in a process where tea_jax and Flax cannot be imported."""
+    """The file runs in a process where tea_jax and Flax cannot be imported.
+
+    Slow tier: a subprocess of its own; the default tier has the export's round trip."""
     output = tmp_path / "tea.jax"
     argv = [
         "--checkpoint",

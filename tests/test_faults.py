@@ -50,6 +50,7 @@ def _wait_for_line(proc, text, timeout=240):
     pytest.fail(f"no '{text}' from the subprocess:\n" + "".join(lines)[-4000:])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_sigkill_leaves_no_loader_process_or_shared_memory(tmp_path):
     proc = subprocess.Popen(

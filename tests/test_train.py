@@ -157,7 +157,9 @@ def eight_devices(tmp_path_factory, cache_dir):
     return workdir
 
 
+@pytest.mark.slow
 def test_one_and_eight_devices_give_the_same_losses(reference, eight_devices):
+    """About a minute on 2 cores: two training subprocesses (the fixtures), each compiling."""
     expected = losses(reference)
     assert len(expected) == TOTAL_STEPS
     np.testing.assert_allclose(losses(eight_devices), expected, rtol=1e-3, atol=1e-4)
@@ -172,10 +174,12 @@ def test_one_and_eight_devices_give_the_same_losses(reference, eight_devices):
     assert lrs[3] == pytest.approx(0.01 * 8 / 64) and lrs[4] == pytest.approx(0.001 * 8 / 64)
 
 
+@pytest.mark.slow
 def test_metrics_report_model_flops_and_a_profile_ending_after_the_run_is_written(
     tmp_path, cache_dir
 ):
-    """``profile_steps`` 5-100 of a 6-step run: the trace stops when training ends."""
+    """``profile_steps`` 5-100 of a 6-step run: the trace stops when training ends. About a minute
+    on 2 cores: a training subprocess, compiled, with the profiler on."""
     import glob
 
     from tea_jax import flops
@@ -203,9 +207,11 @@ def _two_processes(workdir, cache_dir):
     return [finish(proc) for proc in procs]
 
 
+@pytest.mark.slow
 def test_two_processes_in_step_with_one_process(reference, tmp_path, cache_dir):
     """2 processes x 2 devices (gloo collectives) against the single-process run; then both
-    resume from one step when the last checkpoint lacks one host's data state."""
+    resume from one step when the last checkpoint lacks one host's data state. 1.5-2.5 minutes on
+    2 cores: four training processes, two at a time, each compiling for its devices."""
     outputs = _two_processes(tmp_path, cache_dir)
     assert "Final validation" in outputs[0]
     np.testing.assert_allclose(losses(tmp_path), losses(reference), rtol=1e-3, atol=1e-4)
@@ -260,7 +266,9 @@ def _wait_for_checkpoint(workdir, step, proc, timeout=180):
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_matches_uninterrupted_run(reference, tmp_path, cache_dir):
+    """About a minute on 2 cores: the reference run, the killed run and its resumption."""
     proc = start_run(tmp_path, cache_dir=cache_dir, delay_s=0.15)
     _wait_for_checkpoint(tmp_path, 2, proc)
     proc.send_signal(signal.SIGKILL)
@@ -271,6 +279,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(reference, tmp_path, cach
     assert "Final validation" in out
 
 
+@pytest.mark.slow
 def test_sigterm_saves_exits_cleanly_and_resumes_on_more_devices(reference, tmp_path, cache_dir):
     proc = start_run(tmp_path, cache_dir=cache_dir, delay_s=0.3)
     _wait_for_checkpoint(tmp_path, 2, proc)
@@ -292,6 +301,7 @@ def _truncate_largest_file(folder):
         f.truncate(os.path.getsize(largest) // 2)
 
 
+@pytest.mark.slow
 def test_corrupt_checkpoints_are_skipped_and_eight_devices_resume_on_one(
     reference, eight_devices, tmp_path, cache_dir
 ):
@@ -312,6 +322,7 @@ def test_corrupt_checkpoints_are_skipped_and_eight_devices_resume_on_one(
     np.testing.assert_allclose(losses(tmp_path), losses(reference), rtol=1e-3, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_no_intact_checkpoint_stops_instead_of_starting_over(reference, tmp_path, cache_dir):
     shutil.copytree(reference, tmp_path, dirs_exist_ok=True)
     for step in (2, 4, 6):
@@ -323,6 +334,7 @@ def test_no_intact_checkpoint_stops_instead_of_starting_over(reference, tmp_path
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4", "6"]
 
 
+@pytest.mark.slow
 def test_failed_save_names_path_and_step_and_keeps_earlier_checkpoints(
     reference, tmp_path, cache_dir
 ):
@@ -339,6 +351,7 @@ def test_failed_save_names_path_and_step_and_keeps_earlier_checkpoints(
     np.testing.assert_allclose(losses(tmp_path), losses(reference), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_resume_with_a_longer_training_list_restarts_the_data_order(reference, tmp_path, cache_dir):
     shutil.copytree(reference, tmp_path, dirs_exist_ok=True)
     out = finish(start_run(tmp_path, cache_dir=cache_dir, num_train=40))
@@ -363,8 +376,10 @@ def _fail_saves_at(step):
     handler.CheckpointHandler.save = failing_save
 
 
+@pytest.mark.slow
 def test_dead_peer_stops_the_survivor_with_an_error_naming_it(tmp_path, cache_dir):
-    """Process 1 of 2 is SIGKILLed; process 0 stops within the heartbeat timeout (10 s).
+    """Process 1 of 2 is SIGKILLed; process 0 stops within the heartbeat timeout (10 s). About a
+    minute on 2 cores: two processes start, train and one waits out the timeout.
 
     The processes have the devices of test_two_processes_in_step_with_one_process, whose
     compiled programs they find in the cache.

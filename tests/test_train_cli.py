@@ -41,6 +41,9 @@ def synthetic_run(tmp_path_factory):
 
 
 def test_train_writes_metrics_checkpoints_and_model(synthetic_run):
+    """The default tier's end-to-end training run. Its fixture runs train.py (dataset generation,
+    compiling the reduced TEA's training and evaluation steps, two steps, evaluation, export):
+    1-4 minutes on 2 cores, nearly all of it compilation."""
     _, workdir, _, out = synthetic_run
     assert "Final validation top-1" in out
     with open(workdir / "metrics.jsonl") as f:
@@ -58,6 +61,8 @@ def test_train_writes_metrics_checkpoints_and_model(synthetic_run):
 
 
 def test_eval_reports(synthetic_run):
+    """eval.py on the run above: about a minute on 2 cores, compiling the reduced TEA's
+    evaluation for two protocols in a subprocess."""
     _, workdir, overrides, _ = synthetic_run
     out = _run(
         [
@@ -91,8 +96,10 @@ def test_predict_labels_a_video_file(synthetic_run):
     assert all(line.split(". ", 1)[1].rsplit(" ", 1)[0].strip() in names for line in lines[1:])
 
 
+@pytest.mark.slow
 def test_eval_checkpoint_converted_from_pytorch(synthetic_run, tmp_path):
-    """eval.py --checkpoint on the output of ``python -m tea_jax.convert tea``."""
+    """eval.py --checkpoint on the output of ``python -m tea_jax.convert tea``: about a minute on 2
+    cores (two subprocesses: the conversion and eval.py, which compiles the evaluation)."""
     pytest.importorskip("torch")
     from tests.test_convert import save_tea_checkpoint
 
