@@ -1,4 +1,4 @@
-"""Trains TEA and the paper's Table 1 networks on a synthetic task and writes its README table.
+"""Trains TEA and the paper's Table 1 networks on a synthetic task and writes its table.
 
     python bench/synthetic_table.py --task {motion,clutter,order} [--models ...] [--seeds 0 1 2]
 
@@ -9,8 +9,8 @@ run is recorded in `--root/TASK/results.json` at once, with the generator option
 parameters of its dataset, so an interrupted table resumes where it stopped; an interrupted run
 resumes from its last checkpoint. The table (mean and spread of the final validation top-1 over the
 seeds, and the per-seed differences of the pairs the paper compares) replaces the text between the
-task's markers in README.md, so it is regenerated, never typed; `--table_only` rewrites it from the
-results recorded so far.
+task's markers in docs/synthetic_benchmarks.md (`--doc`), so it is regenerated, never typed;
+`--table_only` rewrites it from the results recorded so far.
 """
 
 import argparse
@@ -170,13 +170,13 @@ def table(task: str, results: list[dict], command: str) -> str:
     return "\n".join(lines)
 
 
-def write_table(readme: Path, task: str, text: str) -> None:
+def write_table(doc: Path, task: str, text: str) -> None:
     start, end = markers(task)
-    content = readme.read_text()
+    content = doc.read_text()
     if start not in content or end not in content:
-        raise SystemExit(f"{readme} has no {start} ... {end} markers")
+        raise SystemExit(f"{doc} has no {start} ... {end} markers")
     head, rest = content.split(start, 1)
-    readme.write_text(f"{head}{start}\n{text}\n{end}{rest.split(end, 1)[1]}")
+    doc.write_text(f"{head}{start}\n{text}\n{end}{rest.split(end, 1)[1]}")
 
 
 def main() -> None:
@@ -185,7 +185,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--root", type=Path, default=ROOT / "runs" / "synthetic_table")
-    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "synthetic_benchmarks.md")
     parser.add_argument(
         "--table_only", action="store_true", help="write the table from the recorded results"
     )
@@ -212,7 +212,7 @@ def main() -> None:
     words = ["--task", args.task, "--models", *args.models, "--seeds", *map(str, args.seeds)]
     command = " ".join(["python bench/synthetic_table.py", *words, *args.overrides])
     text = table(args.task, wanted, command)
-    write_table(args.readme, args.task, text)
+    write_table(args.doc, args.task, text)
     print(text)
 
 

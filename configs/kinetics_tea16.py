@@ -1,7 +1,7 @@
 """TEA with 16 frames on Kinetics-400 (paper Table 3), from ImageNet Res2Net-50.
 
 The recipe is `configs/default.py`'s. The data are the frame folders and lists written by the
-README's preparation commands::
+preparation commands of docs/data.md::
 
   python -m tea_jax.data.prepare lists --dataset kinetics400 --manual_dir ~/datasets/kinetics400 \\
       --output data/kinetics400

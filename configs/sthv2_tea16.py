@@ -1,6 +1,6 @@
 """TEA with 16 frames on Something-Something V2 (paper Table 4): the V1 recipe on V2's videos.
 
-The webm videos are extracted into frame folders by the README's commands (``prepare lists``,
+The webm videos are extracted into frame folders by the commands of docs/data.md (``prepare lists``,
 then ``prepare frames --output data/something-something-v2/frames``), named ``img_00001.jpg``.
 """
 

@@ -5,7 +5,7 @@ Learning rate 0.001 for a batch of 64, divided by 10 at epochs 10 and 20, 25 epo
 BatchNorm but the first keeps its statistics and affine parameters frozen). ``init_from`` is the
 exported model of a Kinetics run (``runs/kinetics_tea16/model``) or a converted released
 checkpoint (``python -m tea_jax.convert tea ...``); its classifier is replaced. The data are the
-frame folders and lists of the README's ``prepare lists`` and ``prepare frames`` commands
+frame folders and lists of docs/data.md's ``prepare lists`` and ``prepare frames`` commands
 (``data/ucf101/frames/{train,test}_split1.txt``).
 """
 

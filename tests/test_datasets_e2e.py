@@ -1,10 +1,10 @@
-"""The README's dataset commands, as written, on miniature replicas of the five public datasets.
+"""The dataset commands of docs/data.md, as written, on miniature replicas of the five datasets.
 
 Each replica has the official download layout and annotation formats (UCF101 `classInd.txt` +
 `trainlist01.txt`/`testlist01.txt`, HMDB51 `*_test_split1.txt`, Kinetics csv files,
 Something-Something csv/json files), label files that are deliberately not in alphabetical order,
 and a few 32x24 videos (avi, mp4, webm) or JPEG frame folders per class. The commands are taken
-from README.md (the test fails if one is missing there) and run from a fresh working directory,
+from docs/data.md (the test fails if one is missing there) and run from a fresh working directory,
 so the configs' default paths are what is tested; `~` is the replica's home. Overrides are for
 size only (reduced network, 24-pixel frames, 4 segments, two steps, one worker process) and for
 the absent pretrained weights (`init_from`). Every list, record and TFDS example must carry the
@@ -48,8 +48,8 @@ CODECS = {".avi": ("avi", "mpeg4"), ".mp4": ("mp4", "libx264"), ".webm": ("webm"
 
 
 def readme_commands() -> set[str]:
-    """The commands of README.md's bash blocks, continuation lines joined, comments dropped."""
-    with open(os.path.join(ROOT, "README.md")) as f:
+    """The commands of docs/data.md's bash blocks, continuation lines joined, comments dropped."""
+    with open(os.path.join(ROOT, "docs", "data.md")) as f:
         blocks = re.findall(r"```bash\n(.*?)```", f.read(), re.S)
     text = "\n".join(blocks).replace("\\\n", " ")
     lines = (line.split(" #")[0] for line in text.splitlines())
@@ -96,8 +96,8 @@ class Replica:
         self.label_of = {}  # video id (path below the dataset's video folder) -> class name
 
     def run(self, command: str, *extra: str) -> str:
-        """Runs a README command (checked to be in README.md) with `extra` arguments."""
-        assert command in readme_commands(), f"not in README.md: {command}"
+        """Runs a documented command (checked to be in docs/data.md) with `extra` arguments."""
+        assert command in readme_commands(), f"not in docs/data.md: {command}"
         args = shlex.split(command.replace("~", str(self.work / "home"))) + list(extra)
         if args[:3] == ["python", "-m", "tea_jax.data.prepare"]:
             with contextlib.chdir(self.work):

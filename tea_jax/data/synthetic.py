@@ -76,8 +76,8 @@ TASKS = {
     "order": (ORDER_CLASSES, ()),
 }
 
-# Parameters of the clutter and order tasks, fixed by whether TEA learns the task (see the README's
-# sweep) before the other networks ran.
+# Parameters of the clutter and order tasks, fixed by whether TEA learns the task (see the sweep
+# in docs/synthetic_benchmarks.md) before the other networks ran.
 CLUTTER_FRAMES = (12, 16)  # shortest and longest video
 CLUTTER_OBJECT_SPEED = (1.0, 1.25)  # pixels per frame, relative to the background
 CLUTTER_OBJECT_RADIUS = (0.08, 0.125)  # fraction of the frame size
