@@ -20,11 +20,9 @@ def _run(args, timeout=400):
     return proc.stdout
 
 
-@pytest.fixture(scope="module")
-def synthetic_run(tmp_path_factory):
-    """Two training steps of configs/synthetic_tea8.py on a freshly generated tiny dataset."""
-    tmp = tmp_path_factory.mktemp("synthetic")
-    overrides = [
+def _overrides(tmp):
+    """A tiny synthetic dataset in `tmp`/data (generated on first use), two steps of 8 clips."""
+    return [
         f"--config.data.root={tmp / 'data'}",
         "--config.data.synthetic.num_train=16",
         "--config.data.synthetic.num_val=8",
@@ -34,6 +32,13 @@ def synthetic_run(tmp_path_factory):
         "--config.eval_batch_size=8",
         "--config.log_every_steps=1",
     ]
+
+
+@pytest.fixture(scope="module")
+def synthetic_run(tmp_path_factory):
+    """Two training steps of configs/synthetic_tea8.py on a freshly generated tiny dataset."""
+    tmp = tmp_path_factory.mktemp("synthetic")
+    overrides = _overrides(tmp)
     workdir = tmp / "run"
     args = ["train.py", "--config", "configs/synthetic_tea8.py", f"--workdir={workdir}"]
     out = _run([*args, *overrides])
@@ -97,13 +102,14 @@ def test_predict_labels_a_video_file(synthetic_run):
 
 
 @pytest.mark.slow
-def test_eval_checkpoint_converted_from_pytorch(synthetic_run, tmp_path):
+def test_eval_checkpoint_converted_from_pytorch(tmp_path):
     """eval.py --checkpoint on the output of ``python -m tea_jax.convert tea``: about a minute on 2
-    cores (two subprocesses: the conversion and eval.py, which compiles the evaluation)."""
+    cores (two subprocesses: the conversion, and eval.py, which generates the tiny dataset and
+    compiles the evaluation)."""
     pytest.importorskip("torch")
     from tests.test_convert import save_tea_checkpoint
 
-    _, _, overrides, _ = synthetic_run
+    overrides = _overrides(tmp_path)  # eval.py generates the dataset; no training run needed
     save_tea_checkpoint(tmp_path / "ckpt.best.pth.tar", 8, num_classes=8)
     converted = tmp_path / "converted"
     _run(
