@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import msgpack
 import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from tea_jax.data import datasets, records
 from tea_jax.data.errors import DataError
@@ -76,6 +77,9 @@ class _Progress:
             mininterval=0.5 if sys.stderr.isatty() else 30,
             postfix={"failed": 0},
         )
+        # Warnings print above the bar instead of through it.
+        self._logging = logging_redirect_tqdm()
+        self._logging.__enter__()
 
     def update(self, failure: tuple[str, str] | None = None) -> None:
         if failure:
@@ -86,6 +90,7 @@ class _Progress:
         self._bar.update()
 
     def close(self) -> None:
+        self._logging.__exit__(None, None, None)
         self._bar.close()
 
     def __enter__(self) -> "_Progress":
@@ -371,8 +376,21 @@ def write_lists(args) -> None:
             )
             for path, label in rows
         ]
-        write_list(os.path.join(args.output, f"{split}{suffix}.txt"), entries, list_root)
-        print(f"{split}: {len(entries)} videos")
+        missing = annotations.missing.get(split, ())
+        list_path = os.path.join(args.output, f"{split}{suffix}.txt")
+        write_list(list_path, entries, list_root)
+        missing_path = os.path.join(args.output, f"{split}{suffix}_missing.txt")
+        if missing:
+            with open(missing_path, "w") as f:
+                f.writelines(f"{name}\n" for name in missing)
+            print(
+                f"{split}: {len(entries)} videos in {list_path}; {len(missing)} annotated videos "
+                f"not found (listed in {missing_path})"
+            )
+        else:
+            if os.path.exists(missing_path):
+                os.remove(missing_path)
+            print(f"{split}: {len(entries)} videos in {list_path}")
     write_class_names(os.path.join(args.output, CLASSES_FILE), annotations.classes)
     if annotations.frames:
         where = f"absolute frame folder paths (template '{annotations.template}')"
