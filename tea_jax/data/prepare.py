@@ -384,8 +384,8 @@ def write_lists(args) -> None:
             with open(missing_path, "w") as f:
                 f.writelines(f"{name}\n" for name in missing)
             print(
-                f"{split}: {len(entries)} videos in {list_path}; {len(missing)} annotated videos "
-                f"not found (listed in {missing_path})"
+                f"{split}: {len(entries)} videos in {list_path}; {len(missing)} annotated "
+                f"video(s) not found (listed in {missing_path})"
             )
         else:
             if os.path.exists(missing_path):
