@@ -435,3 +435,15 @@ def test_arrayrecord_resume_keeps_finished_shards(videos, capsys):
         )
     _arrayrecord(videos, output, "--overwrite")
     assert _records(output, "train") == reference
+
+
+def test_frames_in_two_worker_processes_equal_one(videos):
+    """The worker processes write the same folders, list and failures (about 10 s: spawning)."""
+    _frames(videos, videos / "one")
+    _frames(videos, videos / "two", "--workers", "2")
+    assert _files(videos / "two") == _files(videos / "one")
+    with pytest.raises(SystemExit, match=r"other short_side \(short_side=16\)"):
+        prepare(
+            f"frames --list {videos}/videos.txt --root {videos}/videos --output {videos}/two "
+            "--short_side 32 --workers 1".split()
+        )

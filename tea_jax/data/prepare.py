@@ -15,8 +15,11 @@
 """
 
 import argparse
+import collections
+import concurrent.futures
 import functools
 import hashlib
+import itertools
 import json
 import logging
 import multiprocessing
@@ -46,21 +49,48 @@ from tea_jax.data.workers import exit_with_parent_init
 FRAME_TEMPLATE = "img_{:05d}.jpg"
 # A video's frames are written into FOLDER + PARTIAL, renamed to FOLDER once complete.
 PARTIAL = ".partial"
+# The options of the frames in an output folder: a run with others stops (or --overwrite).
+FRAME_OPTIONS = "frames_options.json"
 
 
 def _run(function: Callable, items: Sequence, workers: int, ordered: bool) -> Iterator:
-    """Yields `function(item)` for every item, from `workers` processes (1: this one)."""
+    """Yields `function(item)` for every item, from `workers` processes (1: this one).
+
+    At most a few items per worker are in flight, so results waiting for an earlier one (with
+    `ordered`) stay few. A worker that dies (killed, out of memory) ends the run with a message;
+    what was finished is kept.
+    """
     if workers <= 1 or len(items) <= 1:
         yield from map(function, items)
         return
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(
-        min(workers, len(items)),
+    workers = min(workers, len(items))
+    pool = concurrent.futures.ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
         initializer=exit_with_parent_init(),
         initargs=(0, workers),
-    ) as pool:
-        imap = pool.imap if ordered else pool.imap_unordered
-        yield from imap(function, items, chunksize=1)
+    )
+    with pool:
+        items = iter(items)
+        pending = collections.deque(
+            pool.submit(function, i) for i in itertools.islice(items, 4 * workers)
+        )
+        while pending:
+            if ordered:
+                future = pending[0]
+            else:
+                done = concurrent.futures.wait(pending, return_when="FIRST_COMPLETED").done
+                future = next(iter(done))
+            pending.remove(future)
+            pending.extend(pool.submit(function, i) for i in itertools.islice(items, 1))
+            try:
+                result = future.result()
+            except concurrent.futures.process.BrokenProcessPool as e:
+                raise SystemExit(
+                    f"a worker process died ({e}); what was finished is kept: run the same "
+                    "command again to resume"
+                ) from None
+            yield result
 
 
 class _Progress:
@@ -142,6 +172,23 @@ def _extract(job: tuple[str, str], short_side: int | None, quality: int):
     return video, count, None
 
 
+def _check_options(path: str, options: dict, overwrite: bool) -> None:
+    """Stops when an earlier run wrote part of the output with other options; records them."""
+    if os.path.isfile(path) and not overwrite:
+        with open(path) as f:
+            before = json.load(f)
+        changed = sorted(k for k in options if before.get(k) != options[k])
+        if changed:
+            raise SystemExit(
+                f"{path}: part of the output was written with other {', '.join(changed)} "
+                f"({', '.join(f'{k}={before.get(k)}' for k in changed)}); run the command as it "
+                "was, or pass --overwrite to write every video again"
+            )
+    with open(path + ".tmp", "w") as f:
+        json.dump(options, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
 def _finished_frames(folder: str) -> int:
     """Frames in a finished folder (0: none, or not finished)."""
     return datasets.count_frames(folder) if os.path.isdir(folder) else 0
@@ -152,7 +199,16 @@ def extract_frames(args) -> None:
         args.list, with_num_frames=False, root=args.root, on_error="skip", max_bad_fraction=1.0
     )
     folder_of = {e.path: _frame_folder(e, args.root, args.output) for e in entries}
+    video_of = {}
+    for video, folder in folder_of.items():
+        if video_of.setdefault(folder, video) != video:
+            raise SystemExit(f"{video_of[folder]} and {video} would both be written to {folder}")
     os.makedirs(args.output, exist_ok=True)
+    _check_options(
+        os.path.join(args.output, FRAME_OPTIONS),
+        {"short_side": args.short_side, "quality": args.quality},
+        args.overwrite,
+    )
     counts = {} if args.overwrite else {p: _finished_frames(f) for p, f in folder_of.items()}
     counts = {p: n for p, n in counts.items() if n}
     jobs = [(p, f) for p, f in folder_of.items() if p not in counts]
@@ -211,24 +267,13 @@ class _ShardProgress:
             shutil.rmtree(self.folder, ignore_errors=True)
             for path in records.shard_paths(output, split):
                 os.remove(path)
-        elif os.path.isfile(options_path):
-            with open(options_path) as f:
-                before = json.load(f)
-            changed = sorted(k for k in options if before.get(k) != options[k])
-            if changed:
-                raise SystemExit(
-                    f"{self.folder}: a run with other {', '.join(changed)} wrote part of split "
-                    f"'{split}'; run it again as it was, or pass --overwrite to start over"
-                )
-        elif os.path.exists(records.index_path(output, split)):
+        elif not os.path.isfile(options_path) and records.shard_paths(output, split):
             raise SystemExit(
-                f"{records.index_path(output, split)} exists, written without progress "
-                "records; pass --overwrite to write the split again"
+                f"{output} holds shards of split '{split}' without progress records; pass "
+                "--overwrite to write the split again"
             )
         os.makedirs(self.folder, exist_ok=True)
-        with open(options_path + ".tmp", "w") as f:
-            json.dump(options, f, indent=2)
-        os.replace(options_path + ".tmp", options_path)
+        _check_options(options_path, options, overwrite)
 
     def _record(self, name: str) -> str:
         return os.path.join(self.folder, name + ".msgpack")
