@@ -52,7 +52,12 @@ def make_video(path: str, seconds: float, width: int, height: int, seed: int) ->
 
 
 def run_prepare(code: str, videos: str, list_path: str, output: str, workers: int) -> dict:
-    """Runs `prepare frames` in a child process; its wall time and largest process's peak RSS."""
+    """Runs `prepare frames` in a child process.
+
+    Returns:
+      its wall-clock seconds, the CPU seconds of it and its worker processes, and the peak
+      RSS of the largest of them.
+    """
     command = [
         sys.executable,
         "-m",
@@ -72,7 +77,11 @@ def run_prepare(code: str, videos: str, list_path: str, output: str, workers: in
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         raise SystemExit(f"prepare failed ({proc.returncode}):\n{log[-3000:]}")
-    return {"seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024}
+    return {
+        "seconds": seconds,
+        "cpu_seconds": usage.ru_utime + usage.ru_stime,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+    }
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -125,7 +134,8 @@ def main() -> None:
                 print(
                     f"throughput: --workers {w} round {r}: {args.videos} videos in "
                     f"{result['seconds']:.1f} s = {args.videos / result['seconds']:.2f} videos/s,"
-                    f" peak RSS {result['peak_rss_mb']:.0f} MB",
+                    f" {result['cpu_seconds'] / args.videos:.2f} CPU s per video, peak RSS "
+                    f"{result['peak_rss_mb']:.0f} MB",
                     flush=True,
                 )
         summary = {
@@ -134,6 +144,10 @@ def main() -> None:
             "videos": {"count": args.videos, "seconds": args.seconds, "size": args.size},
             "videos_per_sec": {
                 w: statistics.median(args.videos / x["seconds"] for x in rows)
+                for w, rows in runs.items()
+            },
+            "cpu_seconds_per_video": {
+                w: statistics.median(x["cpu_seconds"] / args.videos for x in rows)
                 for w, rows in runs.items()
             },
             "peak_rss_mb": {w: max(x["peak_rss_mb"] for x in rows) for w, rows in runs.items()},

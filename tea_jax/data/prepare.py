@@ -12,6 +12,15 @@
       --kind frames --root data/ucf101/frames --output data/ucf101/arrayrecord --split train
   # Or a TFDS dataset (ArrayRecord, read with tfds.data_source) straight from the download.
   python -m tea_jax.data.prepare tfds --dataset ucf101 --fold 1 --manual_dir ~/downloads/ucf101
+
+`frames` and `arrayrecord` decode, resize and encode one frame at a time (a worker's memory does
+not grow with a video's length or resolution), in `--workers` processes, and show a progress bar
+(videos done of all, videos/s, time left, failures). Run again after an interruption (a kill, a
+full disk, a reboot), the same command keeps what was finished and does the rest: a video's
+frame folder is written as FOLDER.partial and renamed when complete; a shard is written in
+SPLIT.progress/ and moved beside the others when complete. Videos that cannot be read are
+listed, with the reason, in LIST_failures.txt (frames) or SPLIT_failures.txt (arrayrecord) in
+the output folder; a re-run tries them again. `--overwrite` writes everything again.
 """
 
 import argparse
@@ -135,7 +144,7 @@ class _Progress:
         return line + (f", {len(self.failures)} failed" if self.failures else "")
 
 
-def write_failures(path: str, failures: Iterable[tuple[str, str]]) -> str | None:
+def _write_failures(path: str, failures: Iterable[tuple[str, str]]) -> str | None:
     """Writes `path<TAB>reason` lines (none: removes the file); returns the path if written."""
     failures = sorted(failures)
     if not failures:
@@ -227,7 +236,7 @@ def extract_frames(args) -> None:
     write_list(list_path + ".tmp", done, args.output)
     os.replace(list_path + ".tmp", list_path)
     copy_class_names(args.list, args.output)
-    failures = write_failures(os.path.join(args.output, f"{name}_failures.txt"), progress.failures)
+    failures = _write_failures(os.path.join(args.output, f"{name}_failures.txt"), progress.failures)
     failed = f" (listed in {failures}; a re-run retries them)" if failures else ""
     print(f"{progress.summary(len(folder_of))}{failed}; frame list {list_path}")
 
@@ -376,7 +385,7 @@ def build_arrayrecord(args) -> None:
     records.write_index(args.output, args.split, names, counts, columns)
     _write_meta(args, entries, len(videos))
     failures = [(path, reason) for r in shard_records.values() for _, path, reason in r["failed"]]
-    failures = write_failures(os.path.join(args.output, f"{args.split}_failures.txt"), failures)
+    failures = _write_failures(os.path.join(args.output, f"{args.split}_failures.txt"), failures)
     failed = f" (listed in {failures}; a re-run retries them)" if failures else ""
     print(
         f"{progress.summary(len(entries))}{failed}; {len(videos)} videos in {num_shards} shards "
