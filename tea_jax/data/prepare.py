@@ -121,12 +121,15 @@ class _Progress:
         self._logging.__enter__()
 
     def update(self, failure: tuple[str, str] | None = None) -> None:
+        """Counts a video done, or failed with (path, reason)."""
         if failure:
             self.failures.append(failure)
             self._bar.set_postfix(failed=len(self.failures), refresh=False)
         else:
             self.done += 1
         self._bar.update()
+        if failure:
+            logging.warning("skipped %s: %s", *failure)
 
     def close(self) -> None:
         self._logging.__exit__(None, None, None)
@@ -226,7 +229,6 @@ def extract_frames(args) -> None:
     with _Progress(f"frames {name}", len(folder_of), len(counts)) as progress:
         for video, count, error in _run(extract, jobs, args.workers, ordered=False):
             if error:
-                logging.warning("skipped %s: %s", video, error)
                 progress.update((video, error))
             else:
                 counts[video] = count
@@ -361,7 +363,6 @@ def build_arrayrecord(args) -> None:
                 writer = records.shard_writer(state.partial(names[shard]))
                 record = {"records": 0, "videos": [], "failed": []}
             if error:
-                logging.warning("skipped %s: %s", video_id, error)
                 record["failed"].append([position, video_id, error])
                 progress.update((video_id, error))
                 continue
