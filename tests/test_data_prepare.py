@@ -447,3 +447,20 @@ def test_frames_in_two_worker_processes_equal_one(videos):
             f"frames --list {videos}/videos.txt --root {videos}/videos --output {videos}/two "
             "--short_side 32 --workers 1".split()
         )
+
+
+def test_full_disk_stops_with_how_to_resume(videos, monkeypatch):
+    import errno
+
+    from tea_jax.data import prepare as prepare_module
+
+    def full(frame, quality):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    _frames(videos, videos / "reference")
+    monkeypatch.setattr(prepare_module.records, "encode_jpeg", full)
+    with pytest.raises(SystemExit, match=r"stopped at 0 of 6 videos done; .* run the same command"):
+        _frames(videos, videos / "frames")
+    monkeypatch.undo()
+    _frames(videos, videos / "frames")
+    assert _files(videos / "frames") == _files(videos / "reference")

@@ -138,8 +138,13 @@ class _Progress:
     def __enter__(self) -> "_Progress":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, kind, error, traceback) -> None:
         self.close()
+        if isinstance(error, OSError):  # a full disk, a lost mount: not the video's fault
+            raise SystemExit(
+                f"{error}\nstopped at {self.done_before + self.done} of {self._bar.total} videos "
+                "done; what was finished is kept: run the same command again to resume"
+            ) from None
 
     def summary(self, total: int) -> str:
         done = self.done_before + self.done
