@@ -477,11 +477,11 @@ def make_hd_clip(path: str, seconds: float = 1.0) -> None:
 
 
 def run_killed(replica: Replica, command: str, extra: list[str], ready) -> None:
-    """Runs a README command in its own process and SIGKILLs it as soon as `ready()` holds."""
+    """Runs a documented command in its own process; SIGKILLs it as soon as `ready()` holds."""
     import signal
     import time
 
-    assert command in readme_commands(), f"not in README.md: {command}"
+    assert command in readme_commands(), f"not in docs/data.md: {command}"
     args = shlex.split(command.replace("~", str(replica.work / "home"))) + extra
     proc = subprocess.Popen(
         [sys.executable, *args[1:]],
@@ -521,13 +521,12 @@ def all_records(folder, split: str) -> list:
     ]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["mirror", "activitynet"])
 def test_kinetics400_as_downloaded_killed_and_resumed(tmp_path, jax_cache, layout):
     """A Kinetics-400 download in the layout of the public mirrors (`annotations/{train,val,
     test}.csv`, flat `train/`, `val/`, `test/`) or of the ActivityNet downloader (`train.csv`,
     `validate.csv`, `<split>/<class name>/`), with a missing video, a corrupt one and a 1080p
-    clip per split, through the README's commands; `prepare frames` and `prepare arrayrecord`
+    clip per split, through the commands of docs/data.md; `prepare frames` and `prepare arrayrecord`
     are killed part-way (SIGKILL, in the 1080p clip) and run again: their outputs equal those
     of uninterrupted runs. Then train.py reads the frames. About 80 s on the 2-core machine,
     most of it train.py's compilation (35 s with the compilation cache of the other layout)."""
