@@ -214,6 +214,12 @@ def test_kinetics_and_something_something_annotations(tmp_path):
         "val": [("bbb.mp4", 1)],
     }
     assert k.missing == {"train": ["ccc_000000_000010"], "val": []}
+    # An unlabelled test.csv (the original Kinetics-400 release): no example, nothing missing.
+    (k400 / "annotations" / "test.csv").write_text(
+        "youtube_id,time_start,time_end,split\nddd,0,10,test\n"
+    )
+    k = datasets.load("kinetics400", str(k400))
+    assert k.splits["test"] == [] and k.missing["test"] == []
 
     ss1 = tmp_path / "ss1"
     os.makedirs(ss1)
