@@ -1,6 +1,7 @@
 """Preparation CLIs, and the same frames from a video in its three storage forms."""
 
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -212,6 +213,13 @@ def test_kinetics_and_something_something_annotations(tmp_path):
         "train": [("train/abseiling/aaa_000010_000020.mp4", 0), ("bbb.mp4", 1)],
         "val": [("bbb.mp4", 1)],
     }
+    assert k.missing == {"train": ["ccc_000000_000010"], "val": []}
+    # An unlabelled test.csv (the original Kinetics-400 release): no example, nothing missing.
+    (k400 / "annotations" / "test.csv").write_text(
+        "youtube_id,time_start,time_end,split\nddd,0,10,test\n"
+    )
+    k = datasets.load("kinetics400", str(k400))
+    assert k.splits["test"] == [] and k.missing["test"] == []
 
     ss1 = tmp_path / "ss1"
     os.makedirs(ss1)
@@ -302,3 +310,163 @@ def test_records_in_worker_processes_resume_exactly(data_forms):
     in_worker = loader(1)
     for a, b in zip(first, [next(in_worker) for _ in range(3)], strict=True):
         np.testing.assert_array_equal(a["video"], b["video"])
+
+
+def test_streamed_frames_equal_random_access(tmp_path):
+    from tea_jax.data.transforms import resize_short_side
+    from tea_jax.data.video import VideoFile, iter_frames
+
+    path = str(tmp_path / "clip.mp4")
+    write_video(path, _coded_video(20, 0))
+    with VideoFile(path) as video:
+        expected = video.read(range(video.num_frames))
+    np.testing.assert_array_equal(np.stack(list(iter_frames(path, None))), expected)
+    resized = np.stack([resize_short_side(f, 16) for f in expected])
+    np.testing.assert_array_equal(np.stack(list(iter_frames(path, 16))), resized)
+
+
+def _files(folder) -> dict:
+    """Relative path -> bytes of every file below `folder`."""
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.fixture
+def videos(tmp_path):
+    """Four 20-frame clips, a corrupt one (list position 1) and a missing one (position 4)."""
+    os.makedirs(tmp_path / "videos" / "a")
+    for i in range(4):
+        write_video(str(tmp_path / "videos" / "a" / f"clip_{i}.mp4"), _coded_video(20, i))
+    (tmp_path / "videos" / "a" / "bad.mp4").write_bytes(b"not a video" * 50)
+    lines = ["a/clip_0.mp4 0", "a/bad.mp4 1", "a/clip_1.mp4 1", "a/clip_2.mp4 0", "a/gone.mp4 1"]
+    (tmp_path / "videos.txt").write_text("\n".join([*lines, "a/clip_3.mp4 1"]) + "\n")
+    return tmp_path
+
+
+def _frames(root, output, *extra):
+    command = f"frames --list {root}/videos.txt --root {root}/videos --output {output}"
+    prepare([*command.split(), "--short_side", "16", "--workers", "1", *extra])
+
+
+def test_frames_resume_skip_finished_and_retry_failures(videos, capsys):
+    _frames(videos, videos / "reference")
+    reference = _files(videos / "reference")
+    failures = (videos / "reference" / "videos_failures.txt").read_text().splitlines()
+    assert [line.split("\t")[0] for line in failures] == [
+        str(videos / "videos" / "a" / "bad.mp4"),
+        str(videos / "videos" / "a" / "gone.mp4"),
+    ]
+    assert failures[1].endswith("\tvideo file does not exist")
+    assert "4 of 6 videos done (4 now, 0 before), 2 failed" in capsys.readouterr().out
+
+    # The state a kill leaves: clip_2 half written, clip_3 not started, no frame list yet.
+    output = videos / "frames"
+    _frames(videos, output)
+    os.remove(output / "videos.txt")
+    shutil.rmtree(output / "a" / "clip_3")
+    os.rename(output / "a" / "clip_2", output / "a" / "clip_2.partial")
+    for name in sorted(os.listdir(output / "a" / "clip_2.partial"))[5:]:
+        os.remove(output / "a" / "clip_2.partial" / name)
+    kept = (output / "a" / "clip_0" / "img_00001.jpg").stat()
+    capsys.readouterr()
+    _frames(videos, output)
+    assert "4 of 6 videos done (2 now, 2 before), 2 failed" in capsys.readouterr().out
+    assert _files(output) == reference  # nothing half-written is left, the list is the same
+    again = (output / "a" / "clip_0" / "img_00001.jpg").stat()
+    assert (again.st_ino, again.st_mtime_ns) == (kept.st_ino, kept.st_mtime_ns)
+
+    # A re-run retries the failures: the repaired video is extracted, the list gains it.
+    shutil.copy(videos / "videos" / "a" / "clip_1.mp4", videos / "videos" / "a" / "bad.mp4")
+    _frames(videos, output)
+    assert "a/bad 20 1" in (output / "videos.txt").read_text().splitlines()
+    assert (
+        (output / "videos_failures.txt")
+        .read_text()
+        .startswith(str(videos / "videos" / "a" / "gone.mp4"))
+    )
+    _frames(videos, output, "--overwrite")
+    again = (output / "a" / "clip_0" / "img_00001.jpg").stat()
+    assert again.st_mtime_ns != kept.st_mtime_ns or again.st_ino != kept.st_ino
+
+
+def _records(folder, split) -> list:
+    reader = records.FrameRecordReader(str(folder), split)
+    return [
+        (*reader.video(i), [reader.frame(i, f) for f in range(reader.video(i)[2])])
+        for i in range(len(reader))
+    ]
+
+
+def _arrayrecord(root, output, *extra):
+    command = (
+        f"arrayrecord --kind videos --list {root}/videos.txt --root {root}/videos "
+        f"--output {output} --split train --num_shards 3 --workers 1"
+    )
+    prepare([*command.split(), *extra])
+
+
+def test_arrayrecord_resume_keeps_finished_shards(videos, capsys):
+    _arrayrecord(videos, videos / "reference")
+    reference = _records(videos / "reference", "train")
+    assert [video[0] for video in reference] == [f"a/clip_{i}.mp4" for i in range(4)]
+    assert (videos / "reference" / "train_failures.txt").read_text().count("\n") == 2
+
+    # Killed while writing shard 2 (list positions 2, 5): shard 0 (0, 3) is finished, shard 1
+    # (1, 4: the corrupt and the missing video) too, but a re-run retries its failures.
+    output = videos / "ar"
+    _arrayrecord(videos, output)
+    progress = output / "train.progress"
+    shard0, shard1, shard2 = (
+        os.path.basename(p) for p in records.shard_paths(str(output), "train")
+    )
+    os.remove(progress / f"{shard2}.msgpack")
+    os.rename(output / shard2, progress / f"{shard2}.partial")
+    os.remove(records.index_path(str(output), "train"))
+    kept = (output / shard0).stat()
+    capsys.readouterr()
+    _arrayrecord(videos, output)
+    assert "4 of 6 videos done (2 now, 2 before), 2 failed" in capsys.readouterr().out
+    assert _records(output, "train") == reference
+    for name in (shard0, shard1, shard2, "train.index.msgpack"):
+        assert (output / name).read_bytes() == (videos / "reference" / name).read_bytes()
+    again = (output / shard0).stat()
+    assert (again.st_ino, again.st_mtime_ns) == (kept.st_ino, kept.st_mtime_ns)
+    assert not list(progress.glob("*.partial"))
+
+    with pytest.raises(SystemExit, match="other num_shards"):
+        prepare(
+            f"arrayrecord --kind videos --list {videos}/videos.txt --root {videos}/videos "
+            f"--output {output} --split train --num_shards 2 --workers 1".split()
+        )
+    _arrayrecord(videos, output, "--overwrite")
+    assert _records(output, "train") == reference
+
+
+def test_frames_in_two_worker_processes_equal_one(videos):
+    """The worker processes write the same folders, list and failures (about 10 s: spawning)."""
+    _frames(videos, videos / "one")
+    _frames(videos, videos / "two", "--workers", "2")
+    assert _files(videos / "two") == _files(videos / "one")
+    with pytest.raises(SystemExit, match=r"other short_side \(short_side=16\)"):
+        prepare(
+            f"frames --list {videos}/videos.txt --root {videos}/videos --output {videos}/two "
+            "--short_side 32 --workers 1".split()
+        )
+
+
+def test_full_disk_stops_with_how_to_resume(videos, monkeypatch):
+    import errno
+
+    from tea_jax.data import prepare as prepare_module
+
+    def full(frame, quality):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    _frames(videos, videos / "reference")
+    monkeypatch.setattr(prepare_module.records, "encode_jpeg", full)
+    with pytest.raises(SystemExit, match=r"stopped at 0 of 6 videos done; .* run the same command"):
+        _frames(videos, videos / "frames")
+    monkeypatch.undo()
+    _frames(videos, videos / "frames")
+    assert _files(videos / "frames") == _files(videos / "reference")

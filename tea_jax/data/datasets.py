@@ -6,7 +6,9 @@
   hmdb51:   hmdb51/<class>/<video>.avi (the per-class rars extracted),
             testTrainMulti_7030_splits/<class>_test_split{1,2,3}.txt
   kinetics400: {train,validate,test}.csv (or annotations/{train,val,test}.csv) and the videos
-            anywhere below, named <youtube_id>_<start:06d>_<end:06d>.<ext> (or <youtube_id>.<ext>)
+            anywhere below, named <youtube_id>_<start:06d>_<end:06d>.<ext> (or <youtube_id>.<ext>):
+            flat {train,val,test}/ folders (the public mirrors) or <split>/<class name>/ folders
+            (the ActivityNet downloader)
   something_something_v1: 20bn-something-something-v1/<id>/<00001>.jpg,
             something-something-v1-{labels,train,validation}.csv
   something_something_v2: 20bn-something-something-v2/<id>.webm,
@@ -43,6 +45,7 @@ class Annotations:
       root: folder of the videos (or frame folders when `frames`).
       frames: examples are frame folders (Something-Something V1) rather than video files.
       template: frame file names when `frames`.
+      missing: split -> annotated videos not found in the download (names as annotated).
     """
 
     classes: list[str]
@@ -50,6 +53,7 @@ class Annotations:
     root: str
     frames: bool = False
     template: str = ""
+    missing: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
 
 def _lines(path: str) -> list[str]:
@@ -98,13 +102,19 @@ def _find_csv(manual_dir: str, names: tuple[str, ...]) -> str | None:
 
 
 def kinetics400(manual_dir: str) -> Annotations:
-    """Classes in sorted order, as the released `tools/gen_label_kinetics.py` numbers them."""
+    """Classes in sorted order, as the released `tools/gen_label_kinetics.py` numbers them.
+
+    The videos may lie anywhere below `manual_dir`: flat per-split folders (`train/`, `val/`,
+    `test/` beside `annotations/`, as the public mirrors ship them) or one folder per class (the
+    ActivityNet downloader's `<split>/<class name>/`). Annotated videos that are not found are
+    listed in `missing`; rows without a label (an unlabelled test.csv) are left out.
+    """
     videos = {}
-    for folder, _, files in os.walk(manual_dir):
-        for file in files:
+    for folder, _, files in sorted(os.walk(manual_dir)):
+        for file in sorted(files):
             stem, ext = os.path.splitext(file)
             if ext.lower() in VIDEO_EXTENSIONS:
-                videos[stem] = os.path.relpath(os.path.join(folder, file), manual_dir)
+                videos.setdefault(stem, os.path.relpath(os.path.join(folder, file), manual_dir))
     rows = {}
     for split, names in (
         ("train", ("train.csv",)),
@@ -115,22 +125,33 @@ def kinetics400(manual_dir: str) -> Annotations:
         if path:
             with open(path) as f:
                 rows[split] = list(csv.DictReader(f))
+    if "train" not in rows:
+        raise FileNotFoundError(
+            f"{manual_dir}: no train.csv (nor annotations/train.csv) of Kinetics-400"
+        )
     classes = sorted({row["label"] for row in rows["train"]})
     index = {name: i for i, name in enumerate(classes)}
-    splits = {}
+    splits, missing = {}, {}
     for split, table in rows.items():
-        found = []
-        for row in table:
+        found, absent = [], []
+        labelled = [row for row in table if row.get("label") in index]
+        for row in labelled:
             start, end = int(float(row["time_start"])), int(float(row["time_end"]))
             clip = f"{row['youtube_id']}_{start:06d}_{end:06d}"
             path = videos.get(clip) or videos.get(row["youtube_id"])
-            if path and row.get("label") in index:
+            if path:
                 found.append((path, index[row["label"]]))
+            else:
+                absent.append(clip)
         logging.info(
-            "kinetics400 %s: %d of %d annotated videos found", split, len(found), len(table)
+            "kinetics400 %s: %d of %d annotated videos found (%d rows without a known label)",
+            split,
+            len(found),
+            len(labelled),
+            len(table) - len(labelled),
         )
-        splits[split] = found
-    return Annotations(classes, splits, manual_dir)
+        splits[split], missing[split] = found, absent
+    return Annotations(classes, splits, manual_dir, missing=missing)
 
 
 def _label_text(template: str) -> str:

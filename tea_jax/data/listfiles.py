@@ -1,8 +1,10 @@
 """List files of the TSN/TSM/TEA code: one video per line.
 
-Frame folders: `path num_frames label`; video files: `path label`; fields separated by whitespace,
-so paths cannot contain any (the preparation CLIs write names with underscores). Paths are
-absolute or relative to a root. Blank lines and lines starting with `#` are ignored.
+Frame folders: `path num_frames label`; video files: `path label`; fields separated by whitespace.
+The numbers are the last fields, so a path may contain single spaces (the class folders of the
+ActivityNet Kinetics downloader, e.g. `train/playing cello/...mp4`); frame folders written by the
+preparation CLIs have underscores instead. Paths are absolute or relative to a root. Blank lines
+and lines starting with `#` are ignored.
 """
 
 import dataclasses
@@ -35,8 +37,14 @@ class Entry:
 def _parse_line(line: str, with_num_frames: bool, root: str, num_classes: int | None) -> Entry:
     fields = line.split()
     expected = "path num_frames label" if with_num_frames else "path label"
-    if len(fields) != expected.count(" ") + 1:
+    numbers = expected.count(" ")
+    # More fields: a path with spaces, unless the field before the numbers is one too.
+    if len(fields) < numbers + 1 or (
+        len(fields) > numbers + 1 and fields[-numbers - 1].lstrip("-").isdigit()
+    ):
         raise ValueError(f"expected '{expected}', got {len(fields)} field(s)")
+    if len(fields) > numbers + 1:  # a path with spaces
+        fields = [" ".join(fields[:-numbers]), *fields[-numbers:]]
     try:
         numbers = [int(f) for f in fields[1:]]
     except ValueError:

@@ -77,8 +77,38 @@ def index_path(directory: str, split: str) -> str:
     return os.path.join(directory, f"{split}.index.msgpack")
 
 
-def _shard_name(split: str, shard: int, num_shards: int) -> str:
+def shard_name(split: str, shard: int, num_shards: int) -> str:
+    """File name of shard `shard` (0-based) of a split written in `num_shards` files."""
     return f"{split}.array_record-{shard:05d}-of-{num_shards:05d}"
+
+
+def shard_writer(path: str) -> ArrayRecordWriter:
+    """An ArrayRecord writer with this module's options (one record per chunk, uncompressed)."""
+    return ArrayRecordWriter(path, _WRITER_OPTIONS)
+
+
+def write_index(
+    directory: str, split: str, shards: Sequence[str], shard_records: Sequence[int], videos: dict
+) -> None:
+    """Writes a split's layout-2 index (see the module docstring) under a temporary name first.
+
+    Args:
+      directory: output folder.
+      split: split name.
+      shards: shard file names, in shard order.
+      shard_records: records in each shard.
+      videos: "id", "label", "shard", "first", "num_frames" -> one value per video.
+    """
+    index = {
+        "layout": FRAME_RECORDS,
+        "shards": list(shards),
+        "shard_records": list(shard_records),
+        **{key: list(videos[key]) for key in ("id", "label", "shard", "first", "num_frames")},
+    }
+    path = index_path(directory, split)
+    with open(path + ".tmp", "wb") as f:
+        f.write(msgpack.packb(index))
+    os.replace(path + ".tmp", path)
 
 
 def open_shards(paths: list[str]) -> grain.sources.ArrayRecordDataSource:
@@ -101,7 +131,7 @@ class ShardedWriter:
         os.makedirs(directory, exist_ok=True)
         self._writers = [
             ArrayRecordWriter(
-                os.path.join(directory, _shard_name(split, i, num_shards)), _WRITER_OPTIONS
+                os.path.join(directory, shard_name(split, i, num_shards)), _WRITER_OPTIONS
             )
             for i in range(num_shards)
         ]
@@ -137,11 +167,8 @@ class FrameRecordWriter:
     def __init__(self, directory: str, split: str, num_shards: int):
         os.makedirs(directory, exist_ok=True)
         self._directory, self._split = directory, split
-        self._names = [_shard_name(split, i, num_shards) for i in range(num_shards)]
-        self._writers = [
-            ArrayRecordWriter(os.path.join(directory, name), _WRITER_OPTIONS)
-            for name in self._names
-        ]
+        self._names = [shard_name(split, i, num_shards) for i in range(num_shards)]
+        self._writers = [shard_writer(os.path.join(directory, name)) for name in self._names]
         self._shard_records = [0] * num_shards
         self._videos = {"id": [], "label": [], "shard": [], "first": [], "num_frames": []}
 
@@ -169,14 +196,7 @@ class FrameRecordWriter:
     def close(self) -> None:
         for writer in self._writers:
             writer.close()
-        index = {
-            "layout": FRAME_RECORDS,
-            "shards": self._names,
-            "shard_records": self._shard_records,
-            **self._videos,
-        }
-        with open(index_path(self._directory, self._split), "wb") as f:
-            f.write(msgpack.packb(index))
+        write_index(self._directory, self._split, self._names, self._shard_records, self._videos)
 
     def __enter__(self) -> "FrameRecordWriter":
         return self
@@ -278,8 +298,10 @@ def read_meta(directory: str) -> dict:
 
 
 def write_meta(directory: str, meta: dict) -> None:
-    with open(os.path.join(directory, "meta.json"), "w") as f:
+    path = os.path.join(directory, "meta.json")
+    with open(path + ".tmp", "w") as f:
         json.dump(meta, f, indent=2)
+    os.replace(path + ".tmp", path)
 
 
 def layout(meta: dict, split: str) -> int:

@@ -16,7 +16,7 @@ from tea_jax.data import records
 from tea_jax.data.errors import DataError
 from tea_jax.data.listfiles import Entry
 from tea_jax.data.transforms import resize_short_side
-from tea_jax.data.video import VideoFile, decode_video
+from tea_jax.data.video import VideoFile, iter_frames
 
 cv2.setNumThreads(1)
 
@@ -266,7 +266,7 @@ def jpeg_frames(
       DataError: a frame or the video cannot be read.
     """
     if template is None:
-        return [records.encode_jpeg(f, quality) for f in decode_video(entry.path, short_side)]
+        return [records.encode_jpeg(f, quality) for f in iter_frames(entry.path, short_side)]
     folder = FrameFolder(entry, template)
     if short_side is None:
         return [folder.encoded(i) for i in range(folder.num_frames)]

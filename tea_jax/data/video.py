@@ -2,7 +2,7 @@
 
 import bisect
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import av
 import numpy as np
@@ -124,15 +124,41 @@ class VideoFile:
         return frames
 
     def _read_sequential(self, wanted: list[int]) -> dict[int, np.ndarray]:
-        self._reopen()
         frames, pending = {}, set(wanted)
-        for index, frame in enumerate(self._container.decode(self._stream)):
-            if index in pending:
-                frames[index] = frame.to_ndarray(format="rgb24")
+        for index, frame in enumerate(self._decode_all(lambda index: index in pending)):
+            if frame is not None:
+                frames[index] = frame
                 pending.discard(index)
                 if not pending:
                     return frames
         raise DataError(self.path, f"truncated: frame {min(pending)} of {self.num_frames} missing")
+
+    def _decode_all(self, wanted) -> Iterator[np.ndarray | None]:
+        """Decodes from the start; yields frame i as RGB if `wanted(i)`, else None."""
+        self._reopen()
+        for index, frame in enumerate(self._container.decode(self._stream)):
+            if index == self.num_frames:
+                return
+            yield frame.to_ndarray(format="rgb24") if wanted(index) else None
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        """Every frame in order, decoded sequentially, one in memory at a time.
+
+        Yields:
+          uint8 RGB frames (H, W, 3).
+
+        Raises:
+          DataError: the file is truncated or corrupt (possibly after some frames).
+        """
+        count = 0
+        try:
+            for frame in self._decode_all(lambda index: True):
+                yield frame
+                count += 1
+        except (av.FFmpegError, OSError, ValueError) as e:
+            raise DataError(self.path, f"cannot decode video ({e})") from None
+        if count < self.num_frames:
+            raise DataError(self.path, f"truncated: frame {count} of {self.num_frames} missing")
 
     def _reopen(self) -> None:
         self._container.close()
@@ -141,15 +167,21 @@ class VideoFile:
         self._stream.codec_context.thread_count = 1
 
 
-def decode_video(path: str, short_side: int | None) -> list[np.ndarray]:
-    """All frames of a video file, resized to `short_side` (None: kept); uint8 RGB (H, W, 3).
+def iter_frames(path: str, short_side: int | None) -> Iterator[np.ndarray]:
+    """The frames of a video file one at a time, resized to `short_side` (None: kept).
+
+    Memory stays that of one frame whatever the video's length or resolution; the frames are
+    those `VideoFile.read` returns.
+
+    Yields:
+      uint8 RGB frames (H, W, 3).
 
     Raises:
-      DataError: the file cannot be read.
+      DataError: the file cannot be read (possibly after some frames were yielded).
     """
     with VideoFile(path) as video:
-        frames = video.read(range(video.num_frames))
-    return [resize_short_side(f, short_side) for f in frames]
+        for frame in video:
+            yield resize_short_side(frame, short_side)
 
 
 def write_video(
