@@ -36,9 +36,9 @@ def is_url(path: PathLike) -> bool:
 
 
 def resolve(path: PathLike) -> str:
-    """``path`` as an absolute local path, or the URL unchanged."""
+    """``path`` as an absolute local path (``~`` expanded), or the URL unchanged."""
     path = os.fspath(path)
-    return path if is_url(path) else os.path.abspath(path)
+    return path if is_url(path) else os.path.abspath(os.path.expanduser(path))
 
 
 def join(path: PathLike, *parts: str) -> str:
@@ -70,6 +70,12 @@ def _reason(error: BaseException) -> str:
     return text[0] if text else type(error).__name__
 
 
+def _is_client_error(error: BaseException) -> bool:
+    """Whether ``error`` comes from reaching storage (not from a bug of the caller)."""
+    module = type(error).__module__.split(".")[0]
+    return isinstance(error, OSError) or module in ("gcsfs", "aiohttp", "google", "fsspec")
+
+
 def _guarded(path: PathLike, action: str, fn: Callable[[], _T]) -> _T:
     """Runs ``fn``; a failure to reach a URL becomes one :class:`StorageError` line."""
     try:
@@ -79,7 +85,7 @@ def _guarded(path: PathLike, action: str, fn: Callable[[], _T]) -> _T:
     except StorageError:
         raise
     except Exception as e:
-        if not is_url(path) and isinstance(e, OSError):
+        if not is_url(path) or not _is_client_error(e):
             raise
         hint = (
             " (check the bucket name and the machine's credentials: "
@@ -133,11 +139,19 @@ def rename(source: PathLike, target: PathLike) -> None:
     if not is_url(source) and not is_url(target):
         os.rename(src, dst)
         return
-    if src.is_dir():
-        _guarded(target, "write", lambda: src.copytree(dst))
-        src.rmtree()
-    else:
+    if not src.is_dir():
         _guarded(target, "write", lambda: src.rename(dst))
+        return
+    _guarded(target, "write", lambda: _copy_tree(src, dst))
+    src.rmtree()
+
+
+def _copy_tree(source: epath.Path, target: epath.Path) -> None:
+    for child in source.iterdir():
+        if child.is_dir():
+            _copy_tree(child, target / child.name)
+        else:
+            child.copy(target / child.name)
 
 
 @contextmanager

@@ -30,7 +30,7 @@ jax.monitoring.register_event_listener(_count)
 
 
 def enable(directory: str) -> str | None:
-    """Turns the cache on in ``directory`` (``~`` expanded; a URL is kept), or off for ``''``.
+    """Turns the cache on in ``directory`` (a local folder or a URL), or off for ``''``.
 
     Call it before the first compilation of the process.
 
@@ -41,7 +41,7 @@ def enable(directory: str) -> str | None:
     if not directory:
         jax.config.update("jax_enable_compilation_cache", False)
         return None
-    directory = storage.resolve(os.path.expanduser(directory))
+    directory = storage.resolve(directory)
     storage.makedirs(directory)
     jax.config.update("jax_enable_compilation_cache", True)
     jax.config.update("jax_compilation_cache_dir", directory)
