@@ -16,6 +16,7 @@ import io
 import logging
 import os
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO, Any, TypeVar
@@ -205,6 +206,40 @@ def copy(source: PathLike, target: PathLike) -> None:
         shutil.copyfile(source, target)
         return
     write_bytes(target, read_bytes(source))
+
+
+def staging_dir(target: PathLike) -> str:
+    """A local folder for a writer that needs one (e.g. the profiler): ``target`` itself if it is
+    local, else a new temporary folder that :func:`publish` copies to ``target``."""
+    if not is_url(target):
+        makedirs(target)
+        return resolve(target)
+    return tempfile.mkdtemp(prefix="tea_jax_")
+
+
+def publish(staging: str, target: PathLike) -> None:
+    """Copies the files of a :func:`staging_dir` to ``target`` and deletes it (no-op when the
+    staging folder is ``target``)."""
+    if staging == resolve(target):
+        return
+    _guarded(target, "write", lambda: _copy_tree(epath.Path(staging), _path(target)))
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextmanager
+def local_file(target: PathLike) -> Iterator[str]:
+    """A local path for a writer that needs one (e.g. a video encoder): ``target`` itself if it
+    is local, else a temporary file copied to ``target`` when the block ends without error."""
+    if not is_url(target):
+        yield resolve(target)
+        return
+    staging = tempfile.mkdtemp(prefix="tea_jax_")
+    path = os.path.join(staging, name(target))
+    try:
+        yield path
+        copy(path, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def require_local(path: PathLike, what: str, remedy: str) -> str:

@@ -275,7 +275,8 @@ def write_overlay_video(
     maps = heat_maps(explanation.cam, clip.shape[1])
     colours = matplotlib.colormaps["jet"](maps)[..., :3] * 255
     frames = (1 - HEAT_ALPHA) * clip + HEAT_ALPHA * colours
-    write_video(path, np.round(frames).astype(np.uint8), fps=fps, lossless=False)
+    with storage.local_file(path) as local:
+        write_video(local, np.round(frames).astype(np.uint8), fps=fps, lossless=False)
 
 
 def _class_index(value: str | None, names: Sequence[str]) -> int | None:

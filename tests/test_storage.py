@@ -54,6 +54,24 @@ def test_run_outputs_go_to_the_bucket(gcs):
     assert not any(".write_test" in f for f in files)
 
 
+def test_profile_trace_is_copied_to_the_bucket(gcs):
+    run = f"{gcs.bucket()}/run"
+    profiler = reporting.StepProfiler(run, "1,1", enabled=True)
+    profiler.before_step(1)
+    profiler.after_step(1, jax.numpy.ones(4) * 2)
+    files = gcs.files(run)
+    assert any(f.startswith("run/profile/plugins/profile/") for f in files), files
+    assert any(f.endswith(".xplane.pb") for f in files), files
+
+
+def test_a_writer_of_local_files_publishes_to_the_bucket(gcs):
+    target = f"{gcs.bucket()}/out/video.mp4"
+    with storage.local_file(target) as local:
+        assert not storage.is_url(local)
+        pathlib.Path(local).write_bytes(b"abc")
+    assert storage.read_bytes(target) == b"abc"
+
+
 def test_model_round_trip_in_a_bucket(gcs):
     options, variables = random_variables("tea50")
     model = f"{gcs.bucket()}/models/tea"
@@ -107,7 +125,10 @@ def test_gcsfs_bucket_probe_warning_is_hidden():
 
 
 # Modules that read or write a user's path only through `tea_jax.storage`: everything a run, an
-# evaluation or a model writes, and what reads models, lists and class names.
+# evaluation or a model writes, and what reads models, lists and class names. The dataset
+# decoders and writers (tea_jax/data: video, sources, records, prepare, synthetic, datasets,
+# tfds_builders) and convert's PyTorch input read local files only: `pipeline.build_source`
+# refuses a URL for them with one line (tested above).
 THROUGH_STORAGE = [
     "train.py",
     "eval.py",

@@ -214,13 +214,15 @@ class StepProfiler:
 
     The trace is TensorBoard's (``plugins/profile/<run>/*.xplane.pb``) plus a Perfetto trace
     (``*.trace.json.gz``). A run resumed inside the window traces the rest of it; :meth:`close`
-    stops a trace still running when training ends or fails inside the window.
+    stops a trace still running when training ends or fails inside the window. A workdir in a
+    bucket gets the trace when it stops (it is written to a local temporary folder first).
     """
 
     def __init__(self, workdir: str, steps: str, *, enabled: bool | None = None):
         self.window = parse_profile_steps(steps)
         self.enabled = jax.process_index() == 0 if enabled is None else enabled
         self.directory = storage.join(workdir, PROFILE_DIR)
+        self._staging = ""
         self.active = False
         self._done = False
 
@@ -230,8 +232,8 @@ class StepProfiler:
             return
         start, end = self.window
         if start <= step <= end:
-            storage.makedirs(self.directory)
-            jax.profiler.start_trace(self.directory, create_perfetto_trace=True)
+            self._staging = storage.staging_dir(self.directory)
+            jax.profiler.start_trace(self._staging, create_perfetto_trace=True)
             self.active = True
 
     def after_step(self, step: int, outputs: Any) -> None:
@@ -245,3 +247,4 @@ class StepProfiler:
             self.active = False
             self._done = True
             jax.profiler.stop_trace()
+            storage.publish(self._staging, self.directory)
