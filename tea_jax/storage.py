@@ -28,7 +28,15 @@ _T = TypeVar("_T")
 
 
 class StorageError(OSError):
-    """A path cannot be read or written; the message is one line naming the path and the reason."""
+    """A path cannot be read or written; the message is one line naming the path and the reason.
+
+    Attributes:
+      reason: the reason alone (without the path).
+    """
+
+    def __init__(self, message: str, reason: str = ""):
+        super().__init__(message)
+        self.reason = reason or message
 
 
 def is_url(path: PathLike) -> bool:
@@ -94,7 +102,8 @@ def _guarded(path: PathLike, action: str, fn: Callable[[], _T]) -> _T:
             if os.fspath(path).startswith("gs://")
             else ""
         )
-        raise StorageError(f"Cannot {action} {os.fspath(path)}: {_reason(e)}{hint}") from e
+        reason = f"{_reason(e)}{hint}"
+        raise StorageError(f"Cannot {action} {os.fspath(path)}: {reason}", reason) from e
 
 
 def exists(path: PathLike) -> bool:

@@ -50,7 +50,7 @@ def check_workdir(workdir: str) -> None:
         storage.write_text(probe, "ok")
         storage.remove(probe)
     except storage.StorageError as e:
-        raise WorkdirError(f"--workdir: {e}") from e
+        raise WorkdirError(f"--workdir {workdir} is not writable: {e.reason}") from e
     except OSError as e:
         raise WorkdirError(f"--workdir {workdir} is not writable: {e.strerror or e}") from e
 
