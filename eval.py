@@ -13,6 +13,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
+from tea_jax import storage
 from tea_jax.train import distributed, evaluation
 
 FLAGS = flags.FLAGS
@@ -34,14 +35,17 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
     distributed.start(argv)
-    summaries = evaluation.run_evaluation(
-        FLAGS.config,
-        FLAGS.workdir,
-        protocols=FLAGS.protocols,
-        split=FLAGS.split,
-        checkpoint=FLAGS.checkpoint,
-        class_names=evaluation.read_class_names(FLAGS.labels),
-    )
+    try:
+        summaries = evaluation.run_evaluation(
+            FLAGS.config,
+            FLAGS.workdir,
+            protocols=FLAGS.protocols,
+            split=FLAGS.split,
+            checkpoint=FLAGS.checkpoint,
+            class_names=evaluation.read_class_names(FLAGS.labels),
+        )
+    except storage.StorageError as e:
+        raise SystemExit(f"Error: {e}") from None
     if jax.process_index() == 0:
         print(f"Checkpoint: {summaries[0]['checkpoint']} ({FLAGS.split} split)")
         print(evaluation.format_table(summaries))

@@ -14,6 +14,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
+from tea_jax import storage
 from tea_jax.train import distributed, state_checkpoints, trainer
 
 FLAGS = flags.FLAGS
@@ -33,6 +34,7 @@ def main(argv):
         trainer.WorkdirError,
         state_checkpoints.CheckpointError,
         state_checkpoints.CheckpointSaveError,
+        storage.StorageError,
     ) as e:
         raise SystemExit(f"Error: {e}") from None
     if results and jax.process_index() == 0:

@@ -6,6 +6,8 @@ for a batch of 64 scaled linearly with the global batch, coupled weight decay 1e
 norm clipped at 20, dropout 0.5, 50 epochs with the rate divided by 10 at epochs 30, 40 and 45.
 """
 
+import os
+
 import ml_collections
 
 from tea_jax import data
@@ -53,6 +55,11 @@ def get_config() -> ml_collections.ConfigDict:
     # 'START,END': a jax.profiler trace of training steps START to END (1-based, inclusive) in
     # WORKDIR/profile (TensorBoard and Perfetto), on process 0; '' for none.
     config.profile_steps = ""
+    # JAX's persistent compilation cache: a local folder or a URL shared by the hosts; a restarted
+    # run loads its compiled steps from it instead of compiling them again. '' turns it off.
+    config.compilation_cache_dir = os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or "~/.cache", "tea_jax", "jax_cache"
+    )
 
     # Evaluation during training: 'efficient', 'accuracy' or '' (data.test_clips x
     # data.test_crops); eval.py takes --protocols instead.

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from tea_jax import storage
 from tea_jax.data.normalization import IMAGENET_MEAN, IMAGENET_STD, normalize
 from tea_jax.inference import read_preprocessing
 from tea_jax.model_files import load_model
@@ -120,13 +121,10 @@ def export_checkpoint(
         "num_segments": model.num_segments,
         "classes": names,
         "platforms": list(exported.platforms),
-        "source": os.path.abspath(checkpoint),
+        "source": storage.resolve(checkpoint),
     }
-    with open(output, "wb") as f:
-        f.write(exported.serialize())
-    with open(os.fspath(output) + ".json", "w") as f:
-        json.dump(description, f, indent=2)
-        f.write("\n")
+    storage.write_bytes(output, exported.serialize())
+    storage.write_text(os.fspath(output) + ".json", json.dumps(description, indent=2) + "\n")
     return description
 
 
@@ -154,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             num_segments=args.num_segments,
             image_size=args.image_size,
         )
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, storage.StorageError) as e:
         sys.exit(f"error: {e}")
     print(
         f"Exported {args.checkpoint} to {args.output} for {', '.join(description['platforms'])}: "

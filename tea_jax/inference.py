@@ -5,14 +5,13 @@ Shared by evaluation (``tea_jax.train.evaluation``), training's model export and
 """
 
 import json
-import os
-import shutil
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from tea_jax import storage
 from tea_jax.data.listfiles import CLASSES_FILE, read_class_names
 from tea_jax.data.normalization import normalize
 
@@ -51,20 +50,19 @@ def write_preprocessing(
 ) -> None:
     """Stores the input size (``preprocess.json``) and a copy of the class names file
     ``classes`` (as ``classes.txt``, when it exists) beside an exported model."""
-    with open(os.path.join(model_dir, PREPROCESS_FILE), "w") as f:
-        json.dump({"image_size": image_size, "short_side": short_side}, f, indent=2)
-    if classes and os.path.isfile(classes):
-        shutil.copyfile(classes, os.path.join(model_dir, CLASSES_FILE))
+    preprocess = {"image_size": image_size, "short_side": short_side}
+    storage.write_text(storage.join(model_dir, PREPROCESS_FILE), json.dumps(preprocess, indent=2))
+    if classes and storage.isfile(classes):
+        storage.copy(classes, storage.join(model_dir, CLASSES_FILE))
 
 
 def read_preprocessing(model_dir: str) -> tuple[dict, list[str] | None]:
     """``(preprocess.json contents or {}, class names or None)`` stored beside a model."""
     preprocess, names = {}, None
-    path = os.path.join(model_dir, PREPROCESS_FILE)
-    if os.path.exists(path):
-        with open(path) as f:
-            preprocess = json.load(f)
-    path = os.path.join(model_dir, CLASSES_FILE)
-    if os.path.exists(path):
+    path = storage.join(model_dir, PREPROCESS_FILE)
+    if storage.exists(path):
+        preprocess = json.loads(storage.read_text(path))
+    path = storage.join(model_dir, CLASSES_FILE)
+    if storage.exists(path):
         names = read_class_names(path)
     return preprocess, names

@@ -25,6 +25,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import linen as nn
 
+from tea_jax import storage
 from tea_jax.registry import create_model
 
 MODEL_FILE = "model.json"
@@ -81,16 +82,16 @@ def save_model(
       FileExistsError: `directory` already holds a checkpoint.
       ValueError: options incomplete or the variables lack `params`.
     """
-    directory = os.path.abspath(os.fspath(directory))
+    directory = storage.resolve(directory)
     missing = [k for k in REQUIRED_OPTIONS if k not in options]
     if missing:
         raise ValueError(f"Model options lack {missing}: {dict(options)!r}.")
     if "params" not in variables:
         raise ValueError(f"Variables have no 'params' collection: {list(variables)}.")
     for existing in (MODEL_FILE, VARIABLES_DIR):
-        if os.path.exists(os.path.join(directory, existing)):
+        if storage.exists(storage.join(directory, existing)):
             raise FileExistsError(
-                f"{os.path.join(directory, existing)} exists; refusing to overwrite a checkpoint. "
+                f"{storage.join(directory, existing)} exists; refusing to overwrite a checkpoint. "
                 "Remove it or choose another directory."
             )
     json_options = _json_options(options)
@@ -98,26 +99,22 @@ def save_model(
 
     tree = {c: jax.device_get(variables[c]) for c in COLLECTIONS if c in variables}
     with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(os.path.join(directory, VARIABLES_DIR), tree)
+        checkpointer.save(storage.join(directory, VARIABLES_DIR), tree)
     if jax.process_index() == 0:
-        tmp = os.path.join(directory, MODEL_FILE + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump({"name": name, "options": json_options}, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, os.path.join(directory, MODEL_FILE))
+        description = json.dumps({"name": name, "options": json_options}, indent=2)
+        storage.write_text(storage.join(directory, MODEL_FILE), description + "\n")
 
 
 def read_model_info(directory: str | os.PathLike) -> tuple[str, dict[str, Any]]:
     """Returns the registry name and `create_model` options recorded in a checkpoint."""
-    path = os.path.join(os.fspath(directory), MODEL_FILE)
-    if not os.path.isfile(path):
+    path = storage.join(directory, MODEL_FILE)
+    if not storage.isfile(path):
         raise FileNotFoundError(
             f"{path} not found: {os.fspath(directory)!r} is not a tea_jax model checkpoint "
             "(PyTorch weights are converted with `python -m tea_jax.convert`)."
         )
     try:
-        with open(path) as f:
-            info = json.load(f)
+        info = json.loads(storage.read_text(path))
         name, options = info["name"], info["options"]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise ValueError(f"{path} is not a valid model description: {e!r}.") from e
@@ -126,8 +123,8 @@ def read_model_info(directory: str | os.PathLike) -> tuple[str, dict[str, Any]]:
 
 def read_variables(directory: str | os.PathLike) -> dict[str, Any]:
     """Reads the variables of a checkpoint as nested dicts of numpy arrays."""
-    path = os.path.join(os.path.abspath(os.fspath(directory)), VARIABLES_DIR)
-    if not os.path.isdir(path):
+    path = storage.join(storage.resolve(directory), VARIABLES_DIR)
+    if not storage.isdir(path):
         raise FileNotFoundError(f"{path} not found: the checkpoint has no variables.")
     with ocp.StandardCheckpointer() as checkpointer:
         metadata = checkpointer.metadata(path).item_metadata

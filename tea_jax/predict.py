@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tea_jax import inference
+from tea_jax import inference, storage
 from tea_jax.data.errors import DataError
 from tea_jax.data.listfiles import Entry, read_class_names
 from tea_jax.data.pipeline import EvalReader
@@ -115,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             num_clips=args.clips,
             seed=args.seed,
         )
-    except (FileNotFoundError, ValueError, DataError) as e:
+    except (FileNotFoundError, ValueError, DataError, storage.StorageError) as e:
         sys.exit(f"error: {e}")
     failed = 0
     for path in args.videos:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import io
 import os
 import sys
 from collections.abc import Sequence
@@ -37,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tea_jax import storage
 from tea_jax.data.errors import DataError
 from tea_jax.data.normalization import normalize
 from tea_jax.data.video import write_video
@@ -258,8 +260,10 @@ def plot(
         ax.set_title("Motion Excitation over time: channel gate sigmoid(y) - 0.5", fontsize=10)
         ax.legend(fontsize=8, ncols=len(explanation.gates), loc="best")
     fig.suptitle(_title(explanation, names), fontsize=11)
-    fig.savefig(path, dpi=110)
+    image = io.BytesIO()
+    fig.savefig(image, format="png", dpi=110)
     plt.close(fig)
+    storage.write_bytes(path, image.getvalue())
 
 
 def write_overlay_video(
@@ -271,7 +275,8 @@ def write_overlay_video(
     maps = heat_maps(explanation.cam, clip.shape[1])
     colours = matplotlib.colormaps["jet"](maps)[..., :3] * 255
     frames = (1 - HEAT_ALPHA) * clip + HEAT_ALPHA * colours
-    write_video(path, np.round(frames).astype(np.uint8), fps=fps, lossless=False)
+    with storage.local_file(path) as local:
+        write_video(local, np.round(frames).astype(np.uint8), fps=fps, lossless=False)
 
 
 def _class_index(value: str | None, names: Sequence[str]) -> int | None:

@@ -1,7 +1,37 @@
-"""Every test process compiles fast, as its subprocesses do (see `fast_compile`)."""
+"""Every test process compiles fast, as its subprocesses do (see `fast_compile`), and keeps JAX's
+persistent compilation cache in a temporary folder (not the user's); `gcs` is a Cloud Storage
+API on localhost (see `gcs_server`)."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
+import pytest
 from fast_compile import FAST_COMPILE
 
 os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), *FAST_COMPILE]).strip()
+if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    _cache = tempfile.mkdtemp(prefix="tea_jax_test_cache_")
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+
+
+@pytest.fixture(scope="session")
+def gcs_server():
+    """fake-gcs-server on a free localhost port, stopped (and its data deleted) at the end."""
+    import gcs_server
+
+    with gcs_server.serve() as server:
+        yield server
+
+
+@pytest.fixture
+def gcs(gcs_server, monkeypatch):
+    """The server with this process (and its subprocesses) pointed at it."""
+    for name, value in gcs_server.env.items():
+        monkeypatch.setenv(name, value)
+    yield gcs_server
+    import gcs_server as module
+
+    module.clear_clients()

@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import os
 
+from tea_jax import storage
 from tea_jax.data.errors import DataError, ListFileError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")
@@ -55,7 +56,7 @@ def _parse_line(line: str, with_num_frames: bool, root: str, num_classes: int | 
     num_frames = numbers[0] if with_num_frames else None
     if num_frames is not None and num_frames < 1:
         raise ValueError(f"num_frames {num_frames} < 1")
-    return Entry(os.path.join(root, fields[0]), label, num_frames)
+    return Entry(storage.join(root, fields[0]), label, num_frames)
 
 
 def read_list(
@@ -85,10 +86,9 @@ def read_list(
       DataError: the list file cannot be read.
     """
     try:
-        with open(list_path) as f:
-            lines = f.read().splitlines()
+        lines = storage.read_text(list_path).splitlines()
     except OSError as e:
-        raise DataError(list_path, f"cannot read list file ({e.strerror})") from None
+        raise DataError(list_path, f"cannot read list file ({e.strerror or e})") from None
     entries, bad = [], []
     for number, line in enumerate(lines, 1):
         if not line.strip() or line.lstrip().startswith("#"):
@@ -148,10 +148,9 @@ def read_class_names(path: str) -> list[str]:
       DataError: the file cannot be read or names no class.
     """
     try:
-        with open(path) as f:
-            names = [line.strip() for line in f if line.strip()]
+        names = [line.strip() for line in storage.read_text(path).splitlines() if line.strip()]
     except OSError as e:
-        raise DataError(path, f"cannot read class names ({e.strerror})") from None
+        raise DataError(path, f"cannot read class names ({e.strerror or e})") from None
     if not names:
         raise DataError(path, "class names file is empty")
     return names

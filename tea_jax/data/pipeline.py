@@ -13,6 +13,7 @@ import ml_collections
 import numpy as np
 from absl import flags
 
+from tea_jax import storage
 from tea_jax.data import records, sampling, transforms
 from tea_jax.data.config import split_candidates
 from tea_jax.data.errors import DataError
@@ -249,13 +250,28 @@ def _list_path(cfg: ml_collections.ConfigDict, split: str) -> str | None:
     path = next((cfg.get(f"{s}_list") for s in split_candidates(split) if cfg.get(f"{s}_list")), "")
     if not path:
         return None
-    return path if os.path.isabs(path) else os.path.join(cfg.root, path)
+    return path if storage.is_url(path) or os.path.isabs(path) else storage.join(cfg.root, path)
+
+
+LOCAL_DATA = (
+    "mount the bucket with gcsfuse (`gcsfuse --implicit-dirs BUCKET /mnt/BUCKET`) and give the "
+    "mounted path, or copy the data to a local disk (`gcloud storage cp -r URL DIR`)."
+)
 
 
 def build_source(
     cfg: ml_collections.ConfigDict, split: str, on_error: str
 ) -> tuple[Source, int | None]:
-    """The source of `split` and the dataset's class count (None when unknown)."""
+    """The source of `split` and the dataset's class count (None when unknown).
+
+    Raises:
+      StorageError: the data are given as a URL (``gs://...``): the decoders and ArrayRecord
+        readers read local files (a gcsfuse mount or a copy on the host).
+    """
+    if cfg.source == "tfds":
+        storage.require_local(cfg.tfds_data_dir or "", "data.source='tfds'", LOCAL_DATA)
+    else:
+        storage.require_local(cfg.root, f"data.source='{cfg.source}'", LOCAL_DATA)
     lists = {
         "on_error": on_error,
         "max_bad_fraction": cfg.max_bad_fraction,

@@ -1,7 +1,6 @@
 """Multi-view, multi-host evaluation of a model on a split."""
 
 import json
-import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -12,11 +11,11 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from tea_jax import data as data_lib
-from tea_jax import inference
+from tea_jax import inference, storage
 from tea_jax.data import listfiles
 from tea_jax.model_files import load_model
+from tea_jax.train import compilation_cache, model_setup, sharding, state_checkpoints
 from tea_jax.train import metrics as metrics_lib
-from tea_jax.train import model_setup, sharding, state_checkpoints
 
 EvalFn = Callable[[dict[str, Any], dict[str, jax.Array]], dict[str, jax.Array]]
 
@@ -105,18 +104,18 @@ def write_report(
     summary.update(protocol=protocol, **(extra or {}))
     if jax.process_index() != 0:
         return summary
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, f"eval_{protocol}.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    storage.makedirs(workdir)
+    report = json.dumps(summary, indent=2)
+    storage.write_text(storage.join(workdir, f"eval_{protocol}.json"), report)
     metrics_lib.save_confusion_png(
-        results["confusion"], os.path.join(workdir, f"confusion_{protocol}.png"), class_names
+        results["confusion"], storage.join(workdir, f"confusion_{protocol}.png"), class_names
     )
     if video_ids is None:
         ids = [str(i) for i in results["index"]]
     else:
         ids = [video_ids[i] for i in results["index"]]
     metrics_lib.write_predictions(
-        os.path.join(workdir, f"predictions_{protocol}.jsonl"),
+        storage.join(workdir, f"predictions_{protocol}.jsonl"),
         results["scores"],
         results["labels"],
         ids,
@@ -160,7 +159,7 @@ def load_variables(
     if checkpoint:
         model, variables = load_model(checkpoint, num_classes=num_classes)
         return model, variables, checkpoint
-    directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    directory = storage.join(storage.resolve(workdir), "checkpoints")
     checkpointer = state_checkpoints.Checkpointer(directory, async_save=False)
     try:
         step = checkpointer.best_step() or checkpointer.latest_step()
@@ -170,6 +169,11 @@ def load_variables(
     finally:
         checkpointer.close()
     return model_setup.build_model(config, num_classes), variables, f"{directory}/{step}"
+
+
+def _print_on_first_host(message: str) -> None:
+    if jax.process_index() == 0:
+        print(message)
 
 
 def run_evaluation(
@@ -194,6 +198,7 @@ def run_evaluation(
     Returns:
       One summary dict per protocol (as written to ``eval_<protocol>.json``).
     """
+    compilation_cache.enable(config.compilation_cache_dir)
     mesh = sharding.create_mesh()
     host_batch = sharding.per_host_batch_size(config.eval_batch_size, what="eval_batch_size")
     summaries = []
@@ -218,7 +223,10 @@ def run_evaluation(
             )
             variables = sharding.replicate(variables, mesh)
             eval_fn = make_eval_fn(model, mesh, config.score_average)
-        results = evaluate(eval_fn, variables, loader, mesh)
+        with compilation_cache.report(
+            "Evaluation step", _print_on_first_host, enabled=not summaries, timed=False
+        ):
+            results = evaluate(eval_fn, variables, loader, mesh)
         summaries.append(
             write_report(
                 results,

@@ -1,10 +1,13 @@
 """Video-level classification metrics, confusion matrix and predictions file."""
 
+import io
 import json
 import os
 from collections.abc import Sequence
 
 import numpy as np
+
+from tea_jax import storage
 
 
 class ScoreCollector:
@@ -125,8 +128,10 @@ def save_confusion_png(
         ax.set_xticks(range(c), class_names, rotation=90, fontsize=7)
         ax.set_yticks(range(c), class_names, fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    image = io.BytesIO()
+    fig.savefig(image, format="png", dpi=100)
     plt.close(fig)
+    storage.write_bytes(path, image.getvalue())
 
 
 def write_predictions(
@@ -143,12 +148,13 @@ def write_predictions(
     def name(c):
         return class_names[c] if class_names is not None else int(c)
 
-    with open(path, "w") as f:
-        for i, top in enumerate(order):
-            record = {
-                "video": video_ids[i],
-                "label": name(labels[i]),
-                "top5": [name(c) for c in top],
-                "scores": [round(float(scores[i, c]), 6) for c in top],
-            }
-            f.write(json.dumps(record) + "\n")
+    lines = []
+    for i, top in enumerate(order):
+        record = {
+            "video": video_ids[i],
+            "label": name(labels[i]),
+            "top5": [name(c) for c in top],
+            "scores": [round(float(scores[i, c]), 6) for c in top],
+        }
+        lines.append(json.dumps(record) + "\n")
+    storage.write_text(path, "".join(lines))

@@ -4,8 +4,8 @@ model FLOP/s and MFU, and profiler traces.
 Only process 0 writes; the other hosts get no-op writers.
 """
 
+import io
 import json
-import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from tea_jax import flops
+from tea_jax import flops, storage
 
 METRICS_FILE = "metrics.jsonl"
 PROFILE_DIR = "profile"
@@ -36,13 +36,10 @@ class MetricWriter:
 
     def __init__(self, workdir: str, *, enabled: bool | None = None):
         self.enabled = jax.process_index() == 0 if enabled is None else enabled
-        self._path = os.path.join(workdir, METRICS_FILE)
+        self._path = storage.join(workdir, METRICS_FILE)
         self._tb = None
         if self.enabled:
-            from tensorboardX import SummaryWriter
-
-            os.makedirs(workdir, exist_ok=True)
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            self._tb = storage.summary_writer(storage.join(workdir, "tensorboard"))
 
     def write(self, step: int, split: str, metrics: Mapping[str, Any]) -> None:
         """Writes the scalar entries of ``metrics`` (lists and arrays are skipped)."""
@@ -53,8 +50,7 @@ class MetricWriter:
             value = _scalar(value)
             if isinstance(value, (int, float)):
                 record[key] = value
-        with open(self._path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        storage.append_text(self._path, json.dumps(record) + "\n")
         for key, value in record.items():
             if key not in ("step", "split", "time"):
                 self._tb.add_scalar(f"{split}/{key}", value, step)
@@ -67,20 +63,21 @@ class MetricWriter:
 
 def read_metrics(workdir: str) -> list[dict]:
     """The records of ``WORKDIR/metrics.jsonl`` (empty if there is none)."""
-    path = os.path.join(workdir, METRICS_FILE)
-    if not os.path.exists(path):
+    path = storage.join(workdir, METRICS_FILE)
+    if not storage.exists(path):
         return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return [json.loads(line) for line in storage.read_text(path).splitlines() if line.strip()]
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     """Writes the resolved config as ``config.json`` (process 0)."""
     if jax.process_index() != 0:
         return
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+    storage.makedirs(workdir)
+    storage.write_text(
+        storage.join(workdir, "config.json"),
+        config.to_json_best_effort(indent=2, sort_keys=True) + "\n",
+    )
 
 
 def plot_curves(workdir: str) -> str | None:
@@ -105,9 +102,11 @@ def plot_curves(workdir: str) -> str | None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    path = os.path.join(workdir, "curves.png")
-    fig.savefig(path, dpi=100)
+    path = storage.join(workdir, "curves.png")
+    image = io.BytesIO()
+    fig.savefig(image, format="png", dpi=100)
     plt.close(fig)
+    storage.write_bytes(path, image.getvalue())
     return path
 
 
@@ -215,13 +214,15 @@ class StepProfiler:
 
     The trace is TensorBoard's (``plugins/profile/<run>/*.xplane.pb``) plus a Perfetto trace
     (``*.trace.json.gz``). A run resumed inside the window traces the rest of it; :meth:`close`
-    stops a trace still running when training ends or fails inside the window.
+    stops a trace still running when training ends or fails inside the window. A workdir in a
+    bucket gets the trace when it stops (it is written to a local temporary folder first).
     """
 
     def __init__(self, workdir: str, steps: str, *, enabled: bool | None = None):
         self.window = parse_profile_steps(steps)
         self.enabled = jax.process_index() == 0 if enabled is None else enabled
-        self.directory = os.path.join(workdir, PROFILE_DIR)
+        self.directory = storage.join(workdir, PROFILE_DIR)
+        self._staging = ""
         self.active = False
         self._done = False
 
@@ -231,8 +232,8 @@ class StepProfiler:
             return
         start, end = self.window
         if start <= step <= end:
-            os.makedirs(self.directory, exist_ok=True)
-            jax.profiler.start_trace(self.directory, create_perfetto_trace=True)
+            self._staging = storage.staging_dir(self.directory)
+            jax.profiler.start_trace(self._staging, create_perfetto_trace=True)
             self.active = True
 
     def after_step(self, step: int, outputs: Any) -> None:
@@ -246,3 +247,4 @@ class StepProfiler:
             self.active = False
             self._done = True
             jax.profiler.stop_trace()
+            storage.publish(self._staging, self.directory)

@@ -11,9 +11,7 @@ older ones.
 
 import dataclasses
 import logging
-import os
 import re
-import shutil
 import signal
 from typing import Any
 
@@ -24,6 +22,7 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
 
+from tea_jax import storage
 from tea_jax.train.state import TrainState
 
 STATE = "state"
@@ -141,7 +140,7 @@ class Checkpointer:
         self._failed = False
 
     def step_path(self, step: int) -> str:
-        return os.path.join(self.directory, str(step))
+        return storage.join(self.directory, str(step))
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -257,19 +256,18 @@ class Checkpointer:
             return
         aside = self.directory.rstrip("/") + "-skipped"
         if jax.process_index() == 0:
-            os.makedirs(aside, exist_ok=True)
+            storage.makedirs(aside)
             for path in paths:
-                target = os.path.join(aside, os.path.basename(path))
-                if os.path.exists(target):
-                    shutil.rmtree(target)
-                os.rename(path, target)
+                target = storage.join(aside, storage.name(path))
+                storage.rmtree(target)
+                storage.rename(path, target)
                 logging.warning("Moved %s to %s.", path, target)
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices("checkpoints set aside")
         self.manager.reload()
 
     def _read_meta(self, step: int) -> dict[str, Any] | None:
-        if not os.path.isdir(os.path.join(self.step_path(step), META)):
+        if not storage.isdir(storage.join(self.step_path(step), META)):
             return None
         return self.manager.restore(
             step, args=ocp.args.Composite(**{META: ocp.args.JsonRestore()})
@@ -292,20 +290,15 @@ class Checkpointer:
                 f"the training split had {meta['num_examples']} videos when step {step} was "
                 f"saved and has {num_examples} now"
             )
-        folder = os.path.join(self.step_path(step), DATA)
+        folder = storage.join(self.step_path(step), DATA)
         count = jax.process_count()
         name = f"process_{jax.process_index()}-of-{count}.json"
-        if not os.path.exists(os.path.join(folder, name)):
-            saved = {
-                int(m.group(2))
-                for m in map(
-                    _DATA_FILE.fullmatch, os.listdir(folder) if os.path.isdir(folder) else []
-                )
-                if m
-            }
+        if not storage.exists(storage.join(folder, name)):
+            found = map(_DATA_FILE.fullmatch, storage.listdir(folder))
+            saved = {int(m.group(2)) for m in found if m}
             if saved and count not in saved:
                 return f"it was saved by {min(saved)} processes and this run has {count}"
-            raise FileNotFoundError(f"{os.path.join(folder, name)} is missing")
+            raise FileNotFoundError(f"{storage.join(folder, name)} is missing")
         return None
 
     def _restore_iterator(self, step: int, data_iterator: Any) -> None:

@@ -3,8 +3,6 @@
 import dataclasses
 import functools
 import logging
-import os
-import shutil
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,10 +13,19 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from tea_jax import data as data_lib
+from tea_jax import storage
 from tea_jax.data.listfiles import CLASSES_FILE
 from tea_jax.inference import write_preprocessing
 from tea_jax.model_files import init_from, save_model
-from tea_jax.train import evaluation, model_setup, optim, reporting, sharding, state_checkpoints
+from tea_jax.train import (
+    compilation_cache,
+    evaluation,
+    model_setup,
+    optim,
+    reporting,
+    sharding,
+    state_checkpoints,
+)
 from tea_jax.train.state import TrainState, create_train_state
 from tea_jax.train.step import train_step
 
@@ -37,12 +44,13 @@ def check_workdir(workdir: str) -> None:
     Raises:
       WorkdirError: naming the directory and the system's reason.
     """
-    probe = os.path.join(workdir, f".write_test_{jax.process_index()}")
+    probe = storage.join(workdir, f".write_test_{jax.process_index()}")
     try:
-        os.makedirs(workdir, exist_ok=True)
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
+        storage.makedirs(workdir)
+        storage.write_text(probe, "ok")
+        storage.remove(probe)
+    except storage.StorageError as e:
+        raise WorkdirError(f"--workdir {workdir} is not writable: {e.reason}") from e
     except OSError as e:
         raise WorkdirError(f"--workdir {workdir} is not writable: {e.strerror or e}") from e
 
@@ -236,6 +244,7 @@ def train_and_evaluate(
       NonFiniteLossError: the loss became NaN/inf (checkpoints up to the last good one remain).
     """
     check_workdir(workdir)
+    compilation_cache.enable(config.compilation_cache_dir)
     reporting.save_config(config, workdir)
     profiler = reporting.StepProfiler(workdir, config.profile_steps)
     mesh = sharding.create_mesh()
@@ -268,7 +277,7 @@ def train_and_evaluate(
     eval_fn = evaluation.make_eval_fn(model, mesh, config.score_average)
 
     checkpointer = state_checkpoints.Checkpointer(
-        os.path.join(os.path.abspath(workdir), "checkpoints"),
+        storage.join(storage.resolve(workdir), "checkpoints"),
         keep=config.keep_checkpoints,
         keep_best=config.keep_best_checkpoints,
     )
@@ -293,7 +302,8 @@ def train_and_evaluate(
         while step < steps.total_steps:
             batch = sharding.shard_batch(next(train_iter), mesh)
             profiler.before_step(step + 1)
-            state, metrics = train_fn(state, batch, dropout_rng)
+            with compilation_cache.report("Training step", progress.write, enabled=step == start):
+                state, metrics = train_fn(state, batch, dropout_rng)
             del batch  # the host arrays live in the loader's shared memory until released
             history.append(metrics)
             step += 1
@@ -366,9 +376,9 @@ def export_model(
     best = checkpointer.best_step()
     if best is not None and best != int(state.step):
         state = checkpointer.restore(best, _abstract(state, mesh))
-    path = os.path.join(workdir, "model")
-    if jax.process_index() == 0 and os.path.exists(path):
-        shutil.rmtree(path)
+    path = storage.join(workdir, "model")
+    if jax.process_index() == 0:
+        storage.rmtree(path)
     multihost_utils.sync_global_devices("export_model")
     options = model_setup.model_options(config, num_classes) | {"dtype": "float32"}
     save_model(path, config.model, options, jax.device_get(state.variables))
@@ -379,5 +389,5 @@ def export_model(
 
 def _save_preprocessing(config: ml_collections.ConfigDict, path: str) -> None:
     """Stores the input size and the class names beside the model, for ``tea_jax.predict``."""
-    classes = os.path.join(config.data.get("root", ""), CLASSES_FILE)
+    classes = storage.join(config.data.get("root", ""), CLASSES_FILE)
     write_preprocessing(path, config.data.image_size, config.data.get("short_side"), classes)
