@@ -2,6 +2,7 @@
 PyTorch-exact BatchNorm."""
 
 import functools
+import math
 from typing import Any, Literal
 
 import flax.linen as nn
@@ -22,19 +23,104 @@ SHIFTED_CONV_SCOPE = "shifted_conv"
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
-def batch_norm(*, use_running_average: bool, dtype: Any) -> ModuleDef:
-    """BatchNorm with PyTorch's semantics: epsilon 1e-5, running average
-    momentum 0.9 (0.1 in PyTorch).
+class BatchNorm(nn.Module):
+    """BatchNorm over the channels (last axis) of `(B, ..., C)` with PyTorch's semantics.
+
+    In training each group of `group_size` consecutive rows of the leading axis is normalised with
+    its own (biased) mean and variance, as `torch.nn.BatchNorm2d` normalises the share of the batch
+    of one GPU under `DataParallel` ("ghost batches"); `group_size=0` takes the whole axis as one
+    group. The running statistics move by `1 - momentum` towards the mean over the groups of their
+    means and of their *unbiased* variances, `n / (n - 1)` times the biased one with `n` the
+    elements per channel of a group, as PyTorch keeps `running_var`. (Under `DataParallel` only
+    device 0's replica's statistics are kept; the mean over the groups is the better estimate of
+    the same quantity and does not depend on which device comes first.) In evaluation, or with
+    `use_running_average`, the running statistics normalise.
+
+    Statistics, scale and bias are float32 whatever the compute dtype. The variables are those of
+    `flax.linen.BatchNorm`: params `scale`, `bias`; batch_stats `mean`, `var`.
+
+    Attributes:
+      use_running_average: normalise with the running statistics and leave them unchanged.
+      group_size: rows of the leading axis normalised together in training (0: all rows). In a
+        video network the frames of a clip are consecutive rows, so `clips * T` groups by clips.
+      momentum: weight of the old running statistics (0.9; PyTorch's momentum 0.1).
+      epsilon: added to the variance.
+      dtype: the output dtype.
+    """
+
+    use_running_average: bool
+    group_size: int = 0
+    momentum: float = 0.9
+    epsilon: float = 1e-5
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Maps `(B, ..., C)` to `(B, ..., C)` in `dtype`."""
+        features = x.shape[-1]
+        ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), jnp.float32)
+        ra_var = self.variable("batch_stats", "var", jnp.ones, (features,), jnp.float32)
+        scale = self.param("scale", nn.initializers.ones, (features,), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
+
+        if self.use_running_average:
+            return _affine(x, ra_mean.value, ra_var.value, scale, bias, self.epsilon, self.dtype)
+        groups = _split_groups(x, self.group_size)  # (G, rows, ..., C)
+        axes = tuple(range(1, groups.ndim - 1))
+        n = math.prod(groups.shape[1:-1])
+        if n < 2:
+            raise ValueError(
+                f"BatchNorm in training needs more than one value per channel; a group of input "
+                f"{x.shape} has {n} (group_size={self.group_size})"
+            )
+        # One pass over the activations, E[x^2] - E[x]^2, as flax.linen.BatchNorm computes it.
+        xf = groups.astype(jnp.float32)
+        mean = jnp.mean(xf, axes, keepdims=True)
+        var = jnp.maximum(0.0, jnp.mean(jnp.square(xf), axes, keepdims=True) - jnp.square(mean))
+        y = _affine(groups, mean, var, scale, bias, self.epsilon, self.dtype).reshape(x.shape)
+        if not self.is_initializing():
+            batch_mean = jnp.mean(mean.reshape(-1, features), axis=0)
+            unbiased_var = jnp.mean(var.reshape(-1, features), axis=0) * (n / (n - 1))
+            ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * batch_mean
+            ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * unbiased_var
+        return y
+
+
+def _split_groups(x: jax.Array, group_size: int) -> jax.Array:
+    """Views `(B, ...)` as `(B // group_size, group_size, ...)` (one group if `group_size` is 0)."""
+    rows = x.shape[0]
+    size = group_size or rows
+    if rows % size:
+        raise ValueError(
+            f"BatchNorm groups of {size} rows do not divide the batch axis of input {x.shape}; "
+            "the batch must be a multiple of the BatchNorm group"
+        )
+    return x.reshape(rows // size, size, *x.shape[1:])
+
+
+def _affine(
+    x: jax.Array,
+    mean: jax.Array,
+    var: jax.Array,
+    scale: jax.Array,
+    bias: jax.Array,
+    epsilon: float,
+    dtype: Any,
+) -> jax.Array:
+    """`(x - mean) * scale / sqrt(var + epsilon) + bias` in float32, cast to `dtype`."""
+    y = (x - mean) * (jax.lax.rsqrt(var + epsilon) * scale) + bias
+    return y.astype(dtype)
+
+
+def batch_norm(*, use_running_average: bool, dtype: Any, group_size: int = 0) -> ModuleDef:
+    """A `BatchNorm` constructor with PyTorch's semantics: epsilon 1e-5, running average
+    momentum 0.9 (0.1 in PyTorch), unbiased running variance, statistics over groups of
+    `group_size` rows in training (0: the whole batch).
 
     Statistics and parameters stay in float32 whatever the compute dtype.
     """
     return functools.partial(
-        nn.BatchNorm,
-        use_running_average=use_running_average,
-        momentum=0.9,
-        epsilon=1e-5,
-        dtype=dtype,
-        param_dtype=jax.numpy.float32,
+        BatchNorm, use_running_average=use_running_average, group_size=group_size, dtype=dtype
     )
 
 

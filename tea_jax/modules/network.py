@@ -40,6 +40,10 @@ class VideoResNet(nn.Module):
       dropout_rate: dropout before the classifier.
       partial_bn: freeze the statistics of every BatchNorm but the stem's in training
         (fine-tuning recipe).
+      bn_group_clips: in training, every BatchNorm normalises each group of this many
+        consecutive clips (all their frames) with the group's own statistics, as each GPU of the
+        released `DataParallel` training did with its 8 clips; 0: the whole batch. The batch must
+        be a multiple of it. See `layers.BatchNorm`.
       dtype: the compute dtype; parameters and BatchNorm statistics stay float32.
     """
 
@@ -57,6 +61,7 @@ class VideoResNet(nn.Module):
     width_multiplier: float = 1.0
     dropout_rate: float = 0.5
     partial_bn: bool = False
+    bn_group_clips: int = 0
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -75,10 +80,18 @@ class VideoResNet(nn.Module):
             raise ValueError(
                 f"video has {t} frames but the model expects num_segments={self.num_segments}"
             )
+        if train and self.bn_group_clips and n % self.bn_group_clips:
+            raise ValueError(
+                f"a training batch of {n} clips is not a multiple of "
+                f"bn_group_clips={self.bn_group_clips}, the clips that share BatchNorm statistics"
+            )
         x = video.reshape((n * t, *video.shape[2:])).astype(self.dtype)
 
-        stem_norm = batch_norm(use_running_average=not train, dtype=self.dtype)
-        norm = batch_norm(use_running_average=not train or self.partial_bn, dtype=self.dtype)
+        group = self.bn_group_clips * t
+        stem_norm = batch_norm(use_running_average=not train, dtype=self.dtype, group_size=group)
+        norm = batch_norm(
+            use_running_average=not train or self.partial_bn, dtype=self.dtype, group_size=group
+        )
         stem_width = round(64 * self.width_multiplier)
         x = nn.Conv(
             stem_width,
