@@ -28,6 +28,12 @@ def get_config() -> ml_collections.ConfigDict:
             "width_multiplier": ml_collections.FieldReference(None, field_type=float),
         }
     )
+    # Clips that share BatchNorm statistics in training: each group of `bn_group_clips` clips (all
+    # their frames) is normalised with its own, as each GPU of the released DataParallel training
+    # normalised its 8 clips; the same on any number of devices. The running statistics follow
+    # the mean over the groups (DataParallel kept GPU 0's). 0: the whole global batch. The batch
+    # per host must be a multiple of it.
+    config.bn_group_clips = 8
     # Compute dtype: 'auto' is bfloat16 on GPU/TPU and float32 on CPU; parameters stay float32.
     config.compute_dtype = "auto"
     # Rematerialisation to fit larger batches: '' (none), 'dots' (keep convolution outputs,
@@ -36,6 +42,13 @@ def get_config() -> ml_collections.ConfigDict:
     # A model checkpoint (e.g. a converted ImageNet Res2Net-50) whose backbone initialises the
     # model; '' trains from scratch.
     config.init_from = ""
+    # Whether the classifier starts afresh (normal(0, 0.001), zero bias; lr x5 weight, x10 bias:
+    # optim.classifier_*_lr_mult) or is loaded from `init_from` with the backbone (lr x1 / x2):
+    # 'true', 'false', or 'auto': afresh unless `init_from` is a video model with the same class
+    # count (an ImageNet classifier, one frame per clip, is always replaced, as the released TSN
+    # does; the released main.py keeps a --tune_from classifier only when the dataset's name is in
+    # its path).
+    config.new_classifier = "auto"
 
     # Data: every option of `tea_jax.data.default_config()`.
     config.data = data.default_config()

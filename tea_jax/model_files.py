@@ -211,6 +211,10 @@ def _is_optional(path: str) -> bool:
     return any(_OPTIONAL_MODULE.match(part) for part in path.split("/")[1:-1])
 
 
+def _is_classifier(path: str) -> bool:
+    return path.split("/")[1] == "fc"
+
+
 def _group(paths: Iterable[str]) -> list[str]:
     """Compresses paths into `pattern  xN` lines, one per module kind, block indices as `*`."""
     groups: dict[str, set[str]] = collections.defaultdict(set)
@@ -252,6 +256,7 @@ def init_from(
     directory: str | os.PathLike,
     *,
     model_name: str,
+    load_classifier: bool = True,
 ) -> tuple[dict[str, Any], InitSummary]:
     """Copies the corresponding weights of a checkpoint into freshly initialised variables.
 
@@ -264,6 +269,8 @@ def init_from(
       variables: `params` and `batch_stats` of the target model, e.g. from `model.init`.
       directory: checkpoint written by `save_model` (for instance by `tea_jax.convert`).
       model_name: registry name of the target model (for messages).
+      load_classifier: False leaves the classifier at its initialisation (and drops the
+        checkpoint's) even where its shape matches.
 
     Returns:
       `(variables, summary)`: the updated variables (a new dict; the input is not modified)
@@ -279,6 +286,9 @@ def init_from(
     target = _flatten({c: variables[c] for c in COLLECTIONS if c in variables})
 
     loaded, new, dropped, errors = [], [], [], []
+    if not load_classifier:
+        dropped = [path for path in source if _is_classifier(path)]
+        source = {k: v for k, v in source.items() if k not in dropped}
     for path, value in target.items():
         if path in source and tuple(source[path].shape) == tuple(value.shape):
             loaded.append(path)

@@ -129,6 +129,7 @@ def shrink(config, init_from=""):
     )
     config.init_from = init_from
     config.batch_size = config.eval_batch_size = 4
+    config.bn_group_clips = 2
     config.total_steps = 2
     config.log_every_steps = 1
     config.optim.lr *= 100  # Makes the two steps' updates visible in float32 weights.

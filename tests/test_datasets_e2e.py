@@ -38,6 +38,7 @@ SIZE = [
     "--config.data.short_side=24",
     "--config.data.num_workers=0",
     "--config.batch_size=4",
+    "--config.bn_group_clips=2",
     "--config.eval_batch_size=4",
     "--config.total_steps=2",
     "--config.init_from=",

@@ -118,6 +118,53 @@ def test_init_keeps_classifier_of_same_class_count_and_drops_temporal_modules(tm
     )
 
 
+def test_init_can_leave_a_classifier_of_the_same_shape_fresh(tmp_path):
+    source, source_variables = saved(tmp_path, "tea50")
+    _, fresh = random_variables("tea50", seed=1)
+    variables, summary = model_files.init_from(
+        fresh, source, model_name="tea50", load_classifier=False
+    )
+    assert set(summary.new) == set(summary.dropped) == {"params/fc/kernel", "params/fc/bias"}
+    np.testing.assert_array_equal(variables["params"]["fc"]["bias"], fresh["params"]["fc"]["bias"])
+    np.testing.assert_array_equal(
+        variables["params"]["conv1"]["kernel"], source_variables["params"]["conv1"]["kernel"]
+    )
+
+
+@pytest.mark.parametrize(
+    "setting,source_segments,source_classes,expected",
+    [
+        ("auto", 4, 6, False),  # continuing on the same classes
+        ("auto", 4, 9, True),  # another dataset
+        ("auto", 1, 6, True),  # an image classifier: TSN replaces it
+        ("true", 4, 6, True),
+        ("false", 4, 6, False),
+        ("false", 4, 9, "has 9 classes"),
+        ("maybe", 4, 6, "expected 'auto'"),
+    ],
+)
+def test_new_classifier_rule(tmp_path, setting, source_segments, source_classes, expected):
+    import ml_collections
+
+    from tea_jax.train import model_setup
+
+    source, _ = saved(
+        tmp_path, "tsn_resnet50", num_segments=source_segments, num_classes=source_classes
+    )
+    config = ml_collections.ConfigDict({"new_classifier": setting, "init_from": str(source)})
+    if isinstance(expected, str):
+        with pytest.raises(ValueError, match=expected):
+            model_setup.new_classifier(config, num_classes=6)
+    else:
+        assert model_setup.new_classifier(config, num_classes=6) is expected
+    config.init_from = ""
+    if setting == "false":
+        with pytest.raises(ValueError, match="init_from, which is empty"):
+            model_setup.new_classifier(config, num_classes=6)
+    elif setting != "maybe":
+        assert model_setup.new_classifier(config, num_classes=6)
+
+
 @pytest.mark.parametrize("name", ["r2plus1d_resnet50", "se50", "me50"])
 def test_init_resnet_baselines_from_2d_resnet(tmp_path, name):
     source, _ = saved(tmp_path, "tsn_resnet50")

@@ -106,6 +106,28 @@ def test_partial_bn_freezes_every_statistic_but_the_stem():
     jax.tree_util.tree_map(np.testing.assert_array_equal, old, new)
 
 
+def test_bn_group_clips_normalise_each_group_of_clips_on_its_own():
+    """16 clips with groups of 8 are the two halves run separately (every BatchNorm, ME's pooled
+    one too, sees its group's 8 clips and all their frames); the running statistics are the
+    mean of the halves'."""
+    kwargs = dict(num_classes=4, num_segments=3, dropout_rate=0.0, **REDUCED)
+    grouped = create_model("tea50", bn_group_clips=8, **kwargs)
+    variables, video = init(grouped, 3, batch=16)
+    video = video * jnp.arange(1, 17).reshape(16, 1, 1, 1, 1)  # unequal halves
+    apply = functools.partial(grouped.apply, train=True, mutable=["batch_stats"])
+    logits, updates = jax.jit(apply)(variables, video)
+    whole = jax.jit(functools.partial(create_model("tea50", **kwargs).apply, **apply.keywords))
+    halves = [whole(variables, half) for half in (video[:8], video[8:])]
+    np.testing.assert_allclose(logits, np.concatenate([h[0] for h in halves]), rtol=1e-4, atol=1e-5)
+    mean_stats = jax.tree.map(lambda a, b: (a + b) / 2, halves[0][1], halves[1][1])
+    jax.tree.map(
+        functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-6), updates, mean_stats
+    )
+    assert not np.allclose(logits, whole(variables, video)[0], atol=1e-3)
+    with pytest.raises(ValueError, match="bn_group_clips=8"):
+        jax.eval_shape(apply, variables, video[:12])
+
+
 def test_temporal_stages_choose_where_tea_blocks_go():
     model = create_model("tea50", num_classes=4, num_segments=4, temporal_stages=(3, 4), **REDUCED)
     params = init(model, 4)[0]["params"]

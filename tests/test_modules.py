@@ -350,3 +350,65 @@ def test_batch_norm_rejects_a_batch_not_divisible_into_groups():
         batch_norm(use_running_average=False, dtype=jnp.float32)().init(
             jax.random.key(0), jnp.ones((1, 3))
         )
+
+
+_SHARDED_BATCH_NORM = """
+import json, math, re, sys
+import jax, jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec
+from tea_jax.modules import batch_norm
+
+mesh = jax.make_mesh((4,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+x = jnp.zeros((32 * 2, 4, 4, 6))  # 32 clips of 2 frames, 8 clips per device
+collectives = {}
+for group in (0, 8, 16):
+    bn = batch_norm(use_running_average=False, dtype=jnp.float32, group_size=group * 2)()
+    variables = bn.init(jax.random.key(0), x)
+
+    def step(v, x):
+        def loss(params):
+            y, updates = bn.apply({**v, "params": params}, x, mutable=["batch_stats"])
+            return jnp.sum(y * y), updates
+        return jax.grad(loss, has_aux=True)(v["params"])
+
+    shardings = (NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("data")))
+    hlo = jax.jit(step, in_shardings=shardings, out_shardings=shardings[0]).lower(variables, x)
+    ops = []
+    for line in hlo.compile().as_text().splitlines():
+        if op := re.search(r"= (.*?) (all-[a-z-]+|collective-permute|reduce-scatter)\\(", line):
+            shapes = re.findall(r"\\[([\\d,]*)\\]", op.group(1))
+            sizes = [math.prod(int(d) for d in s.split(",") if d) for s in shapes]
+            ops.append([op.group(2), max(sizes)])
+    collectives[group] = ops
+json.dump(collectives, sys.stdout)
+"""
+
+
+def test_batch_norm_groups_stay_on_their_devices():
+    """With the batch sharded over 4 devices, the reshape into groups keeps the group axis
+    sharded: no collective moves activations (only per-channel vectors cross devices), and
+    groups of 8 clips on 8 clips per device need a single all-reduce (gradients and running
+    statistics), against two for statistics over the whole batch."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from fast_compile import cpu_env
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run(
+        [sys.executable, "-c", _SHARDED_BATCH_NORM],
+        env=cpu_env(4, PYTHONPATH=root),
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    collectives = json.loads(proc.stdout)
+    for group, ops in collectives.items():
+        assert ops, group
+        for kind, size in ops:
+            assert kind == "all-reduce" and size <= 6, (group, kind, size)
+    assert len(collectives["8"]) == 1 < len(collectives["0"])

@@ -49,6 +49,7 @@ def tiny_config(total_steps=TOTAL_STEPS, delay_s=0.0):
         }
     )
     config.batch_size = 8
+    config.bn_group_clips = 2  # Groups that span devices on 8 devices, within a host on two hosts.
     config.eval_batch_size = 8
     config.total_steps = total_steps
     config.log_every_steps = 1

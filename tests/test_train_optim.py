@@ -6,9 +6,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 
 import tea_jax
+from tea_jax.data import normalize
 from tea_jax.train import optim
 
 
@@ -262,3 +264,68 @@ def test_remat_policies_give_the_same_step():
             (new.params, new.batch_stats),
             (ref_state.params, ref_state.batch_stats),
         )
+
+
+def test_logged_grad_norm_is_the_norm_clipping_uses_under_partial_bn():
+    """Fine-tuning with partial BatchNorm: `grad_norm` leaves out the frozen BatchNorm
+    parameters, as the clipping does (the ratio of an unclipped to a clipped update gives the
+    norm the clipping divided by)."""
+    from tea_jax.train import state as state_lib
+    from tea_jax.train import step as step_lib
+
+    model = tea_jax.create_model(
+        "tsn_resnet50",
+        num_classes=3,
+        num_segments=2,
+        stage_sizes=(1, 1, 1, 1),
+        width_multiplier=0.25,
+        dropout_rate=0.0,
+        partial_bn=True,
+    )
+    rng = np.random.default_rng(0)
+    video = jnp.asarray(rng.integers(0, 256, (4, 2, 16, 16, 3), dtype=np.uint8))
+    batch = {"video": video, "label": jnp.asarray([0, 1, 2, 0], jnp.int32)}
+    variables = model.init(jax.random.key(0), video.astype(jnp.float32))
+    params = variables["params"]  # A trained-like classifier: backbone gradients that matter.
+    params["fc"]["kernel"] = jax.random.normal(jax.random.key(1), params["fc"]["kernel"].shape)
+    fc_updates, norms = {}, {}
+    for clip in (0.0, 1.0):
+        config = _config(weight_decay=0.0, momentum=0.0, clip_norm=clip)
+        schedule = optim.create_schedule(
+            config, global_batch_size=64, steps_per_epoch=1, total_steps=1
+        )
+        tx = optim.create_optimizer(
+            config, params, schedule=schedule, new_classifier=True, partial_bn=True
+        )
+        state = state_lib.create_train_state(variables, tx)
+        new, metrics = jax.jit(
+            lambda s, b, tx=tx, schedule=schedule: step_lib.train_step(
+                s, b, jax.random.key(2), model=model, tx=tx, schedule=schedule, partial_bn=True
+            )
+        )(state, batch)
+        fc_updates[clip] = new.params["fc"]["kernel"] - params["fc"]["kernel"]
+        norms[clip] = float(metrics["grad_norm"])
+    clipped_by = np.linalg.norm(fc_updates[0.0]) / np.linalg.norm(fc_updates[1.0])
+    assert norms[0.0] == pytest.approx(norms[1.0], rel=1e-6)
+    assert norms[1.0] == pytest.approx(clipped_by, rel=1e-4)
+
+    def loss(params):
+        logits, _ = model.apply(
+            {**variables, "params": params},
+            normalize(video),
+            train=True,
+            mutable=["batch_stats"],
+        )
+        return step_lib.cross_entropy(logits, batch["label"])
+
+    every_gradient = float(optax.global_norm(jax.jit(jax.grad(loss))(params)))
+    assert every_gradient > 1.005 * norms[0.0]  # the frozen BatchNorm gradients count
+
+
+def test_batch_per_host_must_split_into_bn_groups():
+    from tea_jax.train import model_setup
+
+    model_setup.check_bn_groups(8, 64)
+    model_setup.check_bn_groups(0, 6)
+    with pytest.raises(ValueError, match=r"bn_group_clips=8 must be 0 .* per host, 12 clips"):
+        model_setup.check_bn_groups(8, 12)

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import ml_collections
 
 import tea_jax
+from tea_jax.model_files import read_model_info
 from tea_jax.train import sharding
 
 _FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
@@ -27,7 +28,60 @@ def model_options(config: ml_collections.ConfigDict, num_classes: int) -> dict[s
         k: tuple(v) if isinstance(v, list) else v for k, v in options.items() if v is not None
     }
     options["dtype"] = compute_dtype(config.compute_dtype)
+    options["bn_group_clips"] = config.bn_group_clips
     return {"num_classes": num_classes, "num_segments": config.num_segments, **options}
+
+
+def check_bn_groups(bn_group_clips: int, host_batch_size: int) -> None:
+    """Checks that the clips of each host split into BatchNorm groups of ``bn_group_clips``.
+
+    Raises:
+      ValueError: naming both numbers.
+    """
+    if bn_group_clips < 0 or (bn_group_clips and host_batch_size % bn_group_clips):
+        raise ValueError(
+            f"config.bn_group_clips={bn_group_clips} must be 0 (BatchNorm statistics over the "
+            f"whole batch) or divide the batch per host, {host_batch_size} clips "
+            f"(config.batch_size={host_batch_size * jax.process_count()} over "
+            f"{jax.process_count()} host(s))."
+        )
+
+
+def new_classifier(config: ml_collections.ConfigDict, num_classes: int) -> bool:
+    """Whether the classifier starts afresh rather than from ``config.init_from``.
+
+    ``config.new_classifier`` is ``'true'``, ``'false'`` or ``'auto'``: afresh without
+    ``init_from``, from an image classifier (a checkpoint with one frame per clip, such as a
+    converted ImageNet Res2Net-50, whose classifier the released TSN always replaces) and from a
+    video model of another class count; loaded from a video model with the same class count.
+
+    Raises:
+      ValueError: an unknown setting, or ``'false'`` where there is no classifier to load.
+    """
+    setting = str(config.new_classifier).lower()
+    if setting not in ("auto", "true", "false"):
+        raise ValueError(
+            f"config.new_classifier={config.new_classifier!r}: expected 'auto', 'true' or 'false'."
+        )
+    if setting == "true":
+        return True
+    if not config.init_from:
+        if setting == "false":
+            raise ValueError(
+                "config.new_classifier='false' loads the classifier from config.init_from, "
+                "which is empty."
+            )
+        return True
+    _, options = read_model_info(config.init_from)
+    same_classes = options["num_classes"] == num_classes
+    if setting == "false":
+        if not same_classes:
+            raise ValueError(
+                f"config.new_classifier='false', but {config.init_from} has "
+                f"{options['num_classes']} classes and the dataset {num_classes}."
+            )
+        return False
+    return options["num_segments"] == 1 or not same_classes
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:

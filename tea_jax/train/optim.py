@@ -56,6 +56,19 @@ def param_groups(params: Any, *, partial_bn: bool = False) -> Any:
     return flax.traverse_util.unflatten_dict(labels)
 
 
+def _frozen_mask(labels: Any) -> Any:
+    return flax.traverse_util.unflatten_dict(
+        {k: v == "frozen" for k, v in flax.traverse_util.flatten_dict(labels).items()}
+    )
+
+
+def clipped_norm(grads: Any, *, partial_bn: bool = False) -> Any:
+    """The global norm of ``grads`` that clipping sees: without the frozen parameters."""
+    labels = flax.traverse_util.flatten_dict(param_groups(grads, partial_bn=partial_bn))
+    flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(grads))
+    return optax.global_norm([g for k, g in flat.items() if labels[k] != "frozen"])
+
+
 def group_multipliers(
     config: ml_collections.ConfigDict, *, new_classifier: bool
 ) -> dict[str, tuple[float, float]]:
@@ -168,9 +181,7 @@ def create_optimizer(
     """
     labels = param_groups(params, partial_bn=partial_bn)
     multipliers = group_multipliers(config, new_classifier=new_classifier)
-    frozen = flax.traverse_util.unflatten_dict(
-        {k: v == "frozen" for k, v in flax.traverse_util.flatten_dict(labels).items()}
-    )
+    frozen = _frozen_mask(labels)
     transforms: list[optax.GradientTransformation] = [optax.masked(optax.set_to_zero(), frozen)]
     if config.clip_norm > 0:
         transforms.append(optax.clip_by_global_norm(config.clip_norm))

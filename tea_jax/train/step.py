@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import optax
 
 from tea_jax.data import normalize
+from tea_jax.train.optim import clipped_norm
 from tea_jax.train.state import TrainState
 
 REMAT_POLICIES = {
@@ -45,6 +46,7 @@ def train_step(
     schedule: optax.Schedule,
     label_smoothing: float = 0.0,
     remat: str = "",
+    partial_bn: bool = False,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimizer step on a global batch.
 
@@ -61,10 +63,13 @@ def train_step(
         activation for the backward pass, ``'dots'`` keeps only matrix products and
         convolutions (recomputes normalisations and activations), ``'full'`` keeps only the
         input (recomputes the whole forward pass).
+      partial_bn: whether ``tx`` freezes the BatchNorm parameters of partial BatchNorm
+        (``optim.create_optimizer``'s argument); they do not count in the logged ``grad_norm``.
 
     Returns:
-      The new state and replicated scalar metrics ``loss``, ``top1``, ``top5``, ``grad_norm``,
-      ``lr``.
+      The new state and replicated scalar metrics ``loss``, ``top1``, ``top5``, ``grad_norm``
+      (the gradient's global norm before clipping, without the parameters that partial BatchNorm
+      freezes: the norm that clipping uses), ``lr``.
     """
     video = normalize(batch["video"])
     labels = batch["label"]
@@ -97,7 +102,7 @@ def train_step(
         "loss": loss,
         "top1": topk_correct(logits, labels, 1).mean(),
         "top5": topk_correct(logits, labels, 5).mean(),
-        "grad_norm": optax.global_norm(grads),
+        "grad_norm": clipped_norm(grads, partial_bn=partial_bn),
         "lr": jnp.asarray(schedule(state.step), jnp.float32),
     }
     return new_state, metrics

@@ -94,18 +94,19 @@ def _abstract(tree: Any, mesh: jax.sharding.Mesh) -> Any:
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), tree)
 
 
-def _new_classifier(before: dict[str, Any], after: dict[str, Any]) -> bool:
-    """Whether ``init_from`` left the classifier at its initialisation."""
-    fc_before = jax.tree.leaves(before["params"].get("fc", {}))
-    fc_after = jax.tree.leaves(after["params"].get("fc", {}))
-    return all(np.array_equal(a, b) for a, b in zip(fc_before, fc_after, strict=True))
-
-
-def _init_from(variables: dict[str, Any], config: ml_collections.ConfigDict) -> dict[str, Any]:
+def _init_from(
+    variables: dict[str, Any], config: ml_collections.ConfigDict, load_classifier: bool
+) -> dict[str, Any]:
     host_variables = jax.tree.map(np.asarray, variables)
-    loaded, summary = init_from(host_variables, config.init_from, model_name=config.model)
+    loaded, summary = init_from(
+        host_variables, config.init_from, model_name=config.model, load_classifier=load_classifier
+    )
     logging.info("Initialised from %s: %s", config.init_from, summary)
     return loaded
+
+
+def _partial_bn(config: ml_collections.ConfigDict) -> bool:
+    return bool(config.model_options.get("partial_bn", False))
 
 
 def create_state(
@@ -127,24 +128,27 @@ def create_state(
         rng=rng,
         mesh=mesh,
     )
-    new_classifier = True
+    new_classifier = model_setup.new_classifier(config, model.num_classes)
+    logging.info(
+        "Classifier: %s (config.new_classifier=%r).",
+        "new" if new_classifier else f"loaded from {config.init_from}",
+        config.new_classifier,
+    )
     if config.init_from:
-        fresh = jax.tree.map(np.asarray, variables)
-        variables = sharding.replicate(_init_from(variables, config), mesh)
-        new_classifier = _new_classifier(fresh, variables)
+        loaded = _init_from(variables, config, load_classifier=not new_classifier)
+        variables = sharding.replicate(loaded, mesh)
     lr_schedule = optim.create_schedule(
         config.optim,
         global_batch_size=config.batch_size,
         steps_per_epoch=schedule.steps_per_epoch,
         total_steps=schedule.total_steps,
     )
-    partial_bn = bool(config.model_options.get("partial_bn", False))
     tx = optim.create_optimizer(
         config.optim,
         variables["params"],
         schedule=lr_schedule,
         new_classifier=new_classifier,
-        partial_bn=partial_bn,
+        partial_bn=_partial_bn(config),
     )
     state = jax.jit(
         functools.partial(create_train_state, tx=tx), out_shardings=sharding.replicated(mesh)
@@ -162,6 +166,7 @@ def make_train_fn(config, model, tx, lr_schedule, mesh, state):
         schedule=lr_schedule,
         label_smoothing=config.label_smoothing,
         remat=config.remat,
+        partial_bn=_partial_bn(config),
     )
     return jax.jit(
         step_fn,
@@ -250,6 +255,7 @@ def train_and_evaluate(
     mesh = sharding.create_mesh()
     host_batch = sharding.per_host_batch_size(config.batch_size)
     host_eval_batch = sharding.per_host_batch_size(config.eval_batch_size, what="eval_batch_size")
+    model_setup.check_bn_groups(config.bn_group_clips, host_batch)
     train_loader = create_loader(
         config.data,
         "train",
