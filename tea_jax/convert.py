@@ -22,7 +22,9 @@ as Lightning modules) prefixes are removed.
 
 Every PyTorch array is used exactly once (`num_batches_tracked` counters are dropped) and every
 model array must be filled, else the conversion fails naming the offending keys. PyTorch is
-needed only for `.pth` files, which are read with `weights_only=True`.
+needed only for `.pth` files, which are read with `weights_only=True` and NumPy float64 scalars
+allowed besides (the learning rates in the optimizer state of the released `main.py`'s
+checkpoints); any other object is refused, naming it.
 """
 
 from __future__ import annotations
@@ -122,19 +124,43 @@ def _read_safetensors(path: str) -> dict[str, np.ndarray]:
         ) from e
 
 
+def _numpy_float64_globals() -> list[Any]:
+    """What unpickling a NumPy float64 scalar needs, under NumPy 1's and NumPy 2's names.
+
+    The released `main.py` stores its optimizer state, whose learning rates
+    `adjust_learning_rate` made NumPy float64 scalars, in every checkpoint.
+    """
+    scalar = np._core.multiarray.scalar  # NumPy 1.26 has `_core` as an alias of `core`.
+    return [
+        (scalar, "numpy.core.multiarray.scalar"),
+        (scalar, "numpy._core.multiarray.scalar"),
+        np.dtype,
+        type(np.dtype(np.float64)),
+    ]
+
+
+def _rejected_object(message: str) -> str:
+    """The object `torch.load(weights_only=True)` refused, from its message."""
+    found = re.search(r"GLOBAL (\S+) was not an allowed global", message) or re.search(
+        r"but got <class '([^']+)'>", message
+    )
+    return found.group(1) if found else message.strip().splitlines()[-1]
+
+
 def _read_pth(path: str) -> Any:
-    """Unpickles a `.pth` file with `weights_only=True`; tensors become NumPy arrays."""
+    """Unpickles a `.pth` file with `weights_only=True` plus NumPy float64 scalars; tensors become
+    NumPy arrays."""
     torch = _import_torch(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_float64_globals()):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         if "weights only load failed" in str(e).lower():
             raise ConversionError(
-                f"{path} holds Python objects other than tensors and plain containers, which "
-                "are not unpickled here for safety. In a trusted environment, re-save only its "
-                "weights: "
-                "`torch.save(torch.load(path, weights_only=False)['state_dict'], new_path)`."
-                f"\nPyTorch said: {str(e).splitlines()[0]}"
+                f"{path} holds a {_rejected_object(str(e))}, which is not unpickled here for "
+                "safety (only tensors, plain containers and NumPy float64 scalars are); in a "
+                "trusted environment, re-save its weights with `torch.save(torch.load(path, "
+                "weights_only=False)['state_dict'], new_path)`."
             ) from e
         raise ConversionError(
             f"{path} is not a readable PyTorch checkpoint (truncated or corrupted?): {e!r}"

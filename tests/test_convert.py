@@ -7,6 +7,7 @@ point, and compared with the converted model in eval mode.
 """
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -47,7 +48,8 @@ def _layout(state_dict):
 
 
 def _calibrated(model, inputs, seed=0):
-    tr.randomize_(model, seed)
+    if seed is not None:
+        tr.randomize_(model, seed)
     tr.calibrate_batch_norm_(model, inputs)
     with torch.no_grad():
         return model, model(inputs).numpy()
@@ -62,22 +64,18 @@ def _nhwc(x):
 
 
 def save_tea_checkpoint(path, num_segments, num_classes=7, seed=0, **arch):
-    """Saves a random TEA model as the released training code does; returns (video, logits)."""
+    """Saves a random TEA model as the released training code does, after one SGD step with the
+    learning rates of its `adjust_learning_rate`; returns (video, logits)."""
     model = tr.tea50(num_classes, num_segments, **(arch or REDUCED))
     video = _videos(2, num_segments, seed + 1)
-    model, logits = _calibrated(model, video, seed)
+    tr.randomize_(model, seed)
     wrapped = torch.nn.DataParallel(model)
-    optimizer = torch.optim.SGD(wrapped.parameters(), lr=0.01, momentum=0.9)
-    torch.save(
-        {
-            "epoch": 5,
-            "arch": "tea50",
-            "state_dict": wrapped.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "best_prec1": 12.5,
-        },
-        path,
-    )
+    optimizer = torch.optim.SGD(tr.optim_policies(model), 0.001, momentum=0.9, weight_decay=5e-4)
+    tr.adjust_learning_rate(optimizer, 12, lr=0.001, weight_decay=5e-4, lr_steps=(10, 20))
+    torch.nn.functional.cross_entropy(wrapped(video), torch.tensor([0, 1])).backward()
+    optimizer.step()
+    model, logits = _calibrated(model, video, seed=None)
+    tr.save_checkpoint(path, wrapped, optimizer, epoch=12, best_prec1=12.5)
     return video, logits
 
 
@@ -152,7 +150,7 @@ def test_tea_parity_8_frames(tea8):
 def test_tea_parity_16_frames_bare_state_dict(tmp_path):
     """T=16 from the bare state dict without `module.` (also accepted)."""
     video, logits = save_tea_checkpoint(tmp_path / "wrapped.pth", 16, seed=4)
-    state = torch.load(tmp_path / "wrapped.pth", weights_only=True)["state_dict"]
+    state = torch.load(tmp_path / "wrapped.pth", weights_only=False)["state_dict"]  # ours
     torch.save({k.removeprefix("module."): v for k, v in state.items()}, tmp_path / "bare.pth")
     run_convert("tea", tmp_path / "bare.pth", tmp_path / "jax", "--num-segments", 16)
     assert_close_logits(_logits(tmp_path / "jax", _nhwc(video)), logits)
@@ -332,6 +330,53 @@ def test_init_tea50_from_converted_res2net(res2net_file, tmp_path, capsys):
     assert len(summary.loaded) + len(summary.new) == len(jax.tree.leaves(fresh))
 
 
+def test_training_batch_norm_matches_released_data_parallel(tmp_path):
+    """A training-mode pass of 16 clips with `bn_group_clips=8` against the released TEA run as
+    `DataParallel` runs it on two GPUs: each replica normalises its 8 clips. The logits match,
+    and so does every running statistic, against the mean of the two replicas' (DataParallel
+    keeps the first's). The batch statistic implied by each running variance, `(new - 0.9 old)
+    / 0.1`, is the unbiased one: 3% above the biased one for ME's pooled `bn_expand`, which
+    sees 8 clips x 4 frames per channel."""
+    import copy
+
+    t = 4
+    model = tr.tea50(7, t, dropout=0.0, **REDUCED)
+    tr.randomize_(model, seed=5)
+    tr.calibrate_batch_norm_(model, _videos(4, t, seed=6))
+    torch.save(model.state_dict(), tmp_path / "before.pth")
+    video = _videos(16, t, seed=7) * torch.linspace(0.5, 2.0, 16).reshape(16, 1, 1, 1, 1)
+    replicas = [copy.deepcopy(model).train() for _ in range(2)]
+    with torch.no_grad():
+        logits = torch.cat([r(part) for r, part in zip(replicas, video.split(8), strict=True)])
+        averaged = {
+            k: (v + replicas[1].state_dict()[k]) / 2 if "running" in k else v
+            for k, v in replicas[0].state_dict().items()
+        }
+    torch.save(averaged, tmp_path / "after.pth")
+    for name in ("before", "after"):
+        run_convert("tea", tmp_path / f"{name}.pth", tmp_path / name, "--num-segments", t)
+
+    _, options = model_files.read_model_info(tmp_path / "before")
+    ours = tea_jax.create_model("tea50", **options, bn_group_clips=8, dropout_rate=0.0)
+    before = model_files.read_variables(tmp_path / "before")
+    apply = jax.jit(lambda v, x: ours.apply(v, x, train=True, mutable=["batch_stats"]))
+    actual, updates = apply(before, _nhwc(video))
+    assert_close_logits(np.asarray(actual), logits.numpy())
+
+    def implied(stats):  # the batch statistics each running statistic moved towards
+        return jax.tree.map(lambda new, old: (new - 0.9 * old) / 0.1, stats, before["batch_stats"])
+
+    expected = implied(model_files.read_variables(tmp_path / "after")["batch_stats"])
+    jax.tree.map(
+        functools.partial(np.testing.assert_allclose, rtol=2e-3, atol=2e-4),
+        implied(updates["batch_stats"]),
+        expected,
+    )
+    bn_expand = expected["layer1_0"]["me"]["bn_expand"]["var"]
+    biased = implied(updates["batch_stats"])["layer1_0"]["me"]["bn_expand"]["var"] * 31 / 32
+    assert np.abs(biased / bn_expand - 1).max() > 0.02
+
+
 @pytest.mark.slow
 def test_tea_parity_full_size(tmp_path):
     arch = {"stage_sizes": tr.FULL_STAGE_SIZES, "stem_width": 64, "planes": tr.FULL_PLANES}
@@ -371,16 +416,51 @@ def test_truncated_file(res2net_file, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_file_needing_arbitrary_unpickling(tmp_path, capsys):
-    """Training scripts often store their argparse options next to the weights."""
-    args = argparse.Namespace(lr=0.01)
-    torch.save({"state_dict": {"conv1.weight": torch.zeros(1)}, "args": args}, tmp_path / "a.pth")
-    _fails(
-        ["tea", "--input", tmp_path / "a.pth", "--output", tmp_path / "out", "--num-segments", 8],
-        capsys,
-        str(tmp_path / "a.pth"),
-        "weights_only=False",
+def test_released_checkpoint_holds_numpy_learning_rates(tea8):
+    """`adjust_learning_rate` leaves NumPy float64 learning rates in the optimizer state that
+    `save_checkpoint` stores: PyTorch's `weights_only` loading alone refuses the file, the
+    converter reads it (tea8 converted it) and its optimizer state is as saved."""
+    path = tea8[0].parent / "ckpt.best.pth.tar"
+    with pytest.raises(Exception, match=r"numpy\._core\.multiarray\.scalar"):
+        torch.load(path, weights_only=True)
+    with torch.serialization.safe_globals(convert._numpy_float64_globals()):
+        checkpoint = torch.load(path, weights_only=True)
+    assert sorted(checkpoint) == ["arch", "best_prec1", "epoch", "optimizer", "state_dict"]
+    lrs = {g["name"]: g["lr"] for g in checkpoint["optimizer"]["param_groups"]}
+    assert type(lrs["lr5_weight"]) is np.float64 and lrs["lr5_weight"] == pytest.approx(5e-4)
+
+
+def test_checkpoint_written_with_numpy_1(tea8, tmp_path):
+    """NumPy 1 pickles the scalar reconstructor as `numpy.core.multiarray.scalar`, as in the
+    released checkpoints. (A legacy-format file keeps its pickle apart from the tensor data,
+    so the global's name can be rewritten in place.)"""
+    directory, video, logits = tea8
+    checkpoint = torch.load(directory.parent / "ckpt.best.pth.tar", weights_only=False)  # ours
+    torch.save(checkpoint, tmp_path / "new.pth", _use_new_zipfile_serialization=False)
+    data = (tmp_path / "new.pth").read_bytes()
+    assert data.count(b"numpy._core.multiarray") == 1
+    (tmp_path / "old.pth").write_bytes(
+        data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
     )
+    run_convert("tea", tmp_path / "old.pth", tmp_path / "jax", "--num-segments", 8)
+    assert_close_logits(_logits(tmp_path / "jax", _nhwc(video)), logits)
+
+
+@pytest.mark.parametrize(
+    "obj,name",
+    [
+        (argparse.Namespace(lr=0.01), "argparse.Namespace"),  # argparse options beside weights
+        (np.float32(0.01), "numpy.dtypes.Float32DType"),
+        (np.arange(3.0), "numpy._core.multiarray._reconstruct"),
+    ],
+)
+def test_file_needing_arbitrary_unpickling(tmp_path, capsys, obj, name):
+    torch.save({"state_dict": {"conv1.weight": torch.zeros(1)}, "args": obj}, tmp_path / "a.pth")
+    with pytest.raises(SystemExit) as exit_info:
+        run_convert("tea", tmp_path / "a.pth", tmp_path / "out", "--num-segments", 8)
+    message = str(exit_info.value.code)
+    assert message.startswith(f"error: {tmp_path / 'a.pth'} holds a {name}, which is not")
+    assert "weights_only=False" in message and "\n" not in message
 
 
 def test_missing_file_and_missing_num_segments(tmp_path, capsys):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -333,6 +334,74 @@ class TSN(nn.Module):
 def tea50(num_classes: int, num_segments: int, dropout: float = 0.5, **kwargs) -> TSN:
     """The released TEA video model: TSN around the TEA backbone."""
     return TSN(num_classes, num_segments, tea50_backbone(num_segments, **kwargs), dropout)
+
+
+def optim_policies(model: nn.Module, fc_lr5: bool = True) -> list[dict]:
+    """The parameter groups of the released `TSN.get_optim_policies` (RGB, no partial BN)."""
+    groups: dict[str, list] = {
+        name: []
+        for name in (
+            "first_conv_weight",
+            "first_conv_bias",
+            "normal_weight",
+            "normal_bias",
+            "BN scale/shift",
+            "lr5_weight",
+            "lr10_bias",
+        )
+    }
+    convs = 0
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d | nn.Conv1d):
+            convs += 1
+            prefix = "first_conv" if convs == 1 else "normal"
+            groups[f"{prefix}_weight"].append(module.weight)
+            if module.bias is not None:
+                groups[f"{prefix}_bias"].append(module.bias)
+        elif isinstance(module, nn.Linear):
+            groups["lr5_weight" if fc_lr5 else "normal_weight"].append(module.weight)
+            groups["lr10_bias" if fc_lr5 else "normal_bias"].append(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            groups["BN scale/shift"].extend(module.parameters())
+    multipliers = {
+        "first_conv_weight": (1, 1),
+        "first_conv_bias": (2, 0),
+        "normal_weight": (1, 1),
+        "normal_bias": (2, 0),
+        "BN scale/shift": (1, 0),
+        "lr5_weight": (5, 1),
+        "lr10_bias": (10, 0),
+    }
+    return [
+        {
+            "params": params,
+            "lr_mult": multipliers[name][0],
+            "decay_mult": multipliers[name][1],
+            "name": name,
+        }
+        for name, params in groups.items()
+    ]
+
+
+def adjust_learning_rate(optimizer, epoch: int, lr: float, weight_decay: float, lr_steps):
+    """The released `main.py`'s step schedule: it leaves NumPy float64 learning rates in the
+    optimizer's groups."""
+    decay = 0.1 ** (sum(epoch >= np.array(lr_steps)))
+    for group in optimizer.param_groups:
+        group["lr"] = lr * decay * group["lr_mult"]
+        group["weight_decay"] = weight_decay * group["decay_mult"]
+
+
+def save_checkpoint(path, model: nn.Module, optimizer, epoch: int, best_prec1: float) -> None:
+    """`torch.save` of the dict the released `main.py`'s `save_checkpoint` writes."""
+    state = {
+        "epoch": epoch + 1,
+        "arch": "tea50",
+        "state_dict": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "best_prec1": best_prec1,
+    }
+    torch.save(state, path)
 
 
 @torch.no_grad()
