@@ -93,10 +93,10 @@ def _import_torch(path: str):
         raise ConversionError(
             f"{path}: reading PyTorch .pth files needs PyTorch (`pip install torch`, the CPU build "
             "is enough). Without it, convert a safetensors file instead: timm's weights on the "
-            "Hugging Face Hub come as `model.safetensors`, and a .pth state dict becomes one with "
-            "`safetensors.torch.save_file(torch.load(path, weights_only=True), "
-            "'model.safetensors')` "
-            "wherever PyTorch is installed. Converted checkpoints load without it."
+            "Hugging Face Hub come as `model.safetensors`, and a .pth file becomes one with "
+            "`safetensors.numpy.save_file(tea_jax.convert.read_state_dict(path), "
+            "'model.safetensors')` wherever PyTorch is installed. Converted checkpoints load "
+            "without it."
         ) from e
     return torch
 

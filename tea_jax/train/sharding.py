@@ -1,9 +1,9 @@
 """One data-parallel mesh over every device of every host.
 
 The batch is sharded along the ``data`` axis and the parameters are replicated. Under ``jax.jit``
-a BatchNorm on the sharded batch reduces over the *global* batch (XLA inserts the cross-device
-mean), so its statistics are those of all ``batch_size`` clips; the released PyTorch code used
-per-GPU statistics instead.
+a BatchNorm's statistics are those of its group of ``config.bn_group_clips`` clips whatever the
+devices (XLA inserts a cross-device mean only where a group spans devices), or of the global
+batch with ``bn_group_clips=0``; the released PyTorch code used per-GPU statistics of 8 clips.
 """
 
 from typing import Any
