@@ -157,7 +157,7 @@ def _read_pth(path: str) -> Any:
     except Exception as e:
         if "weights only load failed" in str(e).lower():
             raise ConversionError(
-                f"{path} holds a {_rejected_object(str(e))}, which is not unpickled here for "
+                f"{path} holds {_rejected_object(str(e))}, which is not unpickled here for "
                 "safety (only tensors, plain containers and NumPy float64 scalars are); in a "
                 "trusted environment, re-save its weights with `torch.save(torch.load(path, "
                 "weights_only=False)['state_dict'], new_path)`."

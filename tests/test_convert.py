@@ -459,7 +459,7 @@ def test_file_needing_arbitrary_unpickling(tmp_path, capsys, obj, name):
     with pytest.raises(SystemExit) as exit_info:
         run_convert("tea", tmp_path / "a.pth", tmp_path / "out", "--num-segments", 8)
     message = str(exit_info.value.code)
-    assert message.startswith(f"error: {tmp_path / 'a.pth'} holds a {name}, which is not")
+    assert message.startswith(f"error: {tmp_path / 'a.pth'} holds {name}, which is not")
     assert "weights_only=False" in message and "\n" not in message
 
 
