@@ -32,6 +32,7 @@ def _overrides(data_root, cache_dir):
         "--config.data.num_workers=0",
         f"--config.total_steps={TOTAL_STEPS}",
         "--config.batch_size=8",
+        "--config.bn_group_clips=4",  # 4 clips per host on two processes.
         "--config.eval_batch_size=8",
         "--config.log_every_steps=1",
         "--config.checkpoint_every_steps=2",
