@@ -133,12 +133,14 @@ def class_folder_videos(root: str) -> tuple[list[Entry], list[str]]:
 
 
 def write_list(list_path: str, entries: list[Entry], root: str = "") -> None:
-    """Writes entries as a list file, paths relative to `root` when under it."""
-    with open(list_path, "w") as f:
-        for e in entries:
-            path = os.path.relpath(e.path, root) if root else e.path
-            counts = f"{e.num_frames} " if e.num_frames is not None else ""
-            f.write(f"{path} {counts}{e.label}\n")
+    """Writes entries as a list file (whole: a reader never sees a part), paths relative to
+    `root` when under it."""
+    lines = []
+    for e in entries:
+        path = os.path.relpath(e.path, root) if root else e.path
+        counts = f"{e.num_frames} " if e.num_frames is not None else ""
+        lines.append(f"{path} {counts}{e.label}\n")
+    storage.write_text(list_path, "".join(lines))
 
 
 def read_class_names(path: str) -> list[str]:

@@ -41,6 +41,7 @@ import msgpack
 import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from tea_jax import storage
 from tea_jax.data import datasets, records
 from tea_jax.data.errors import DataError
 from tea_jax.data.listfiles import (
@@ -201,9 +202,7 @@ def _check_options(path: str, options: dict, overwrite: bool) -> None:
                 f"({', '.join(f'{k}={before.get(k)}' for k in changed)}); run the command as it "
                 "was, or pass --overwrite to write every video again"
             )
-    with open(path + ".tmp", "w") as f:
-        json.dump(options, f, indent=2)
-    os.replace(path + ".tmp", path)
+    storage.write_text(path, json.dumps(options, indent=2))
 
 
 def _finished_frames(folder: str) -> int:
@@ -240,8 +239,7 @@ def extract_frames(args) -> None:
                 progress.update()
     done = [Entry(folder_of[e.path], e.label, counts[e.path]) for e in entries if e.path in counts]
     list_path = os.path.join(args.output, os.path.basename(args.list))
-    write_list(list_path + ".tmp", done, args.output)
-    os.replace(list_path + ".tmp", list_path)
+    write_list(list_path, done, args.output)
     copy_class_names(args.list, args.output)
     failures = _write_failures(os.path.join(args.output, f"{name}_failures.txt"), progress.failures)
     failed = f" (listed in {failures}; a re-run retries them)" if failures else ""
@@ -308,10 +306,7 @@ class _ShardProgress:
 
     def finish(self, name: str, record: dict) -> None:
         os.replace(self.partial(name), os.path.join(self.output, name))
-        path = self._record(name)
-        with open(path + ".tmp", "wb") as f:
-            f.write(msgpack.packb(record))
-        os.replace(path + ".tmp", path)
+        storage.write_bytes(self._record(name), msgpack.packb(record))
 
 
 def _list_digest(entries: Sequence[Entry]) -> str:

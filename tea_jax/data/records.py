@@ -31,6 +31,7 @@ import msgpack
 import numpy as np
 from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
 
+from tea_jax import storage
 from tea_jax.data.errors import DataError
 
 FRAME_RECORDS = 2
@@ -105,10 +106,7 @@ def write_index(
         "shard_records": list(shard_records),
         **{key: list(videos[key]) for key in ("id", "label", "shard", "first", "num_frames")},
     }
-    path = index_path(directory, split)
-    with open(path + ".tmp", "wb") as f:
-        f.write(msgpack.packb(index))
-    os.replace(path + ".tmp", path)
+    storage.write_bytes(index_path(directory, split), msgpack.packb(index))
 
 
 def open_shards(paths: list[str]) -> grain.sources.ArrayRecordDataSource:
@@ -298,10 +296,7 @@ def read_meta(directory: str) -> dict:
 
 
 def write_meta(directory: str, meta: dict) -> None:
-    path = os.path.join(directory, "meta.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(meta, f, indent=2)
-    os.replace(path + ".tmp", path)
+    storage.write_text(os.path.join(directory, "meta.json"), json.dumps(meta, indent=2))
 
 
 def layout(meta: dict, split: str) -> int:
