@@ -57,7 +57,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from tea_jax import visualize
-    from tea_jax.predict import Predictor
+    from tea_jax.predictor import Predictor
 
     predictor = Predictor(args.checkpoint)
     model, variables, size = predictor.model, predictor.variables, predictor.image_size

@@ -1,7 +1,10 @@
-"""Labels video files with a trained model: prints the top-5 classes of each.
+"""Labels video files with a trained model: whole videos, windows over a long one, or many.
 
   python -m tea_jax.predict --checkpoint runs/synthetic_tea8/model data/synthetic/val/00000_a.mp4
   python -m tea_jax.predict --checkpoint CKPT --labels kinetics_classes.txt --clips 10 a.mp4 b.mp4
+  python -m tea_jax.predict --checkpoint CKPT long.mp4 --window 2.0 --stride 1.0 \\
+      --output windows.jsonl --timeline timeline.png --mp4 labelled.mp4 [--smooth 5]
+  python -m tea_jax.predict --checkpoint CKPT --list videos.txt --output predictions.jsonl
 
 ``--checkpoint`` is a model checkpoint (``WORKDIR/model`` exported by ``train.py`` or the output
 of ``python -m tea_jax.convert``). Each video is read exactly as evaluation reads it
@@ -10,90 +13,81 @@ TSN clips (seeded), resized to ``--short-side`` and centre-cropped to ``--image-
 logits are averaged, as in the released code, and shown as softmax probabilities. Sizes and class
 names default to the ones ``train.py`` stored beside the exported model (``preprocess.json``,
 ``classes.txt``).
+
+With ``--window``, one video is scored in windows of that many seconds every ``--stride``
+seconds, each as evaluation scores a video cut to the window (``tea_jax.long_video``). With
+``--list`` (or a folder as the video), every video of the list is labelled, decoded in
+``--workers`` processes, into ``--output`` (``tea_jax.video_lists``).
 """
 
 import argparse
 import sys
 from collections.abc import Sequence
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-
-from tea_jax import inference, storage
+from tea_jax import long_video, storage, video_lists
 from tea_jax.data.errors import DataError
-from tea_jax.data.listfiles import Entry, read_class_names
-from tea_jax.data.pipeline import EvalReader
-from tea_jax.data.sources import VideoFileSource
-from tea_jax.model_files import load_model
+from tea_jax.errors import UserError
+from tea_jax.predictor import Predictor
 
 
-class Predictor:
-    """A loaded model that returns the top-k classes of video files.
+def _whole_videos(predictor: Predictor, videos: list[str], top_k: int) -> None:
+    failed = 0
+    for path in videos:
+        try:
+            top = predictor(path, top_k)
+        except DataError as e:
+            print(f"{path}: error: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        print(path)
+        for rank, (name, prob) in enumerate(top, 1):
+            print(f"  {rank}. {name:<40} {100 * prob:6.2f}%")
+    if failed:
+        sys.exit(f"{failed} of {len(videos)} videos could not be read.")
 
-    Args:
-      checkpoint: model checkpoint directory.
-      labels: class names file (default: ``classes.txt`` beside the model, else indices).
-      image_size: crop side (default: as trained, else 224).
-      short_side: short side before cropping (default: as trained, else image_size * 256 / 224).
-      num_clips: clips averaged per video.
-      seed: draws the clips when ``num_clips`` > 1.
-    """
 
-    def __init__(
-        self,
-        checkpoint: str,
-        *,
-        labels: str | None = None,
-        image_size: int | None = None,
-        short_side: int | None = None,
-        num_clips: int = 1,
-        seed: int = 0,
-    ):
-        self.model, self.variables = load_model(checkpoint)
-        preprocess, self.names = inference.read_preprocessing(checkpoint)
-        if labels:
-            self.names = read_class_names(labels)
-        if self.names is not None and len(self.names) != self.model.num_classes:
-            raise ValueError(
-                f"{labels or checkpoint}: {len(self.names)} class names for a model of "
-                f"{self.model.num_classes} classes."
-            )
-        self.image_size = image_size or preprocess.get("image_size", 224)
-        self.short_side = (
-            short_side or preprocess.get("short_side") or round(self.image_size * 256 / 224)
+def _windows(predictor: Predictor, args: argparse.Namespace) -> None:
+    if len(args.videos) != 1:
+        raise UserError(f"--window scores one video, got {len(args.videos)}")
+    scores = long_video.score_windows(
+        predictor,
+        args.videos[0],
+        window=args.window,
+        stride=args.stride or args.window,
+        smoothing=args.smooth,
+        progress=True,
+    )
+    records = long_video.window_records(scores, predictor.names, args.top_k, args.scores)
+    long_video.write_records(args.output, records)
+    if args.timeline:
+        from tea_jax.timeline import plot_timeline  # matplotlib only when drawing
+
+        plot_timeline(scores, predictor.names, args.timeline)
+    if args.mp4:
+        long_video.write_labelled_video(scores, predictor.names, args.mp4)
+
+
+def _many(predictor: Predictor, args: argparse.Namespace) -> None:
+    sources = [args.list] if args.list else args.videos
+    if len(sources) != 1:
+        raise UserError("give one list file (--list) or one folder, without other videos")
+    if not args.output:
+        raise UserError(
+            "many videos need --output (the results file; a re-run skips its videos)",
+            hint="add --output predictions.jsonl (or .csv)",
         )
-        self.num_clips, self.seed = num_clips, seed
-        model = self.model
-        self._logits = jax.jit(lambda v, x: inference.score_views(v, x, model=model))
-
-    def views(self, path: str) -> np.ndarray:
-        """The evaluation views of a video file: uint8 (clips, T, image_size, image_size, 3).
-
-        Raises:
-          DataError: the file cannot be read.
-        """
-        reader = EvalReader(
-            source=VideoFileSource([Entry(path, 0)]),
-            num_classes=self.model.num_classes,
-            num_segments=self.model.num_segments,
-            image_size=self.image_size,
-            short_side=self.short_side,
-            dense=False,
-            on_error="raise",
-            num_clips=self.num_clips,
-            crop_size=self.image_size,
-            random_clips=True,
-            seed=self.seed,
-        )
-        return reader.load(0)[0]
-
-    def __call__(self, path: str, top_k: int = 5) -> list[tuple[str, float]]:
-        """Top-k ``(class, probability)`` of the video file ``path``."""
-        logits = self._logits(self.variables, jnp.asarray(self.views(path)[None]))
-        scores = np.asarray(jax.nn.softmax(logits[0]))
-        top = np.argsort(-scores)[:top_k]
-        return [(self.names[c] if self.names else str(c), float(scores[c])) for c in top]
+    paths = video_lists.video_paths(sources[0], args.root)
+    output = video_lists.Output(args.output, args.top_k, args.scores)
+    skipped = len(output.done)
+    scored, failed = video_lists.predict_videos(predictor, paths, output, workers=args.workers)
+    print(
+        f"{scored} videos scored, {skipped} already in {args.output}, {len(failed)} failed",
+        file=sys.stderr,
+    )
+    for path, reason in failed.items():
+        print(f"  {path}: {reason}", file=sys.stderr)
+    if failed:
+        sys.exit(f"{len(failed)} of {len(paths)} videos could not be read (a re-run retries them).")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -104,8 +98,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--short-side", type=int, help="resize short side (default: as trained)")
     parser.add_argument("--clips", type=int, default=1, help="clips averaged per video")
     parser.add_argument("--seed", type=int, default=0, help="draws the clips when --clips > 1")
-    parser.add_argument("videos", nargs="+", help="video files")
+    parser.add_argument("--top-k", type=int, default=5, help="classes listed per result")
+    parser.add_argument("--batch", type=int, default=8, help="windows or videos per model call")
+    parser.add_argument("--window", type=float, help="score windows of this many seconds")
+    parser.add_argument("--stride", type=float, help="seconds between windows (default: --window)")
+    parser.add_argument(
+        "--smooth", type=int, default=1, help="moving average of probabilities over N windows"
+    )
+    parser.add_argument(
+        "--output", help="results: JSON lines per window (default stdout) or per video (.csv: CSV)"
+    )
+    parser.add_argument("--timeline", help="with --window: the timeline picture (PNG)")
+    parser.add_argument("--mp4", help="with --window: the video with its labels drawn on")
+    parser.add_argument("--scores", action="store_true", help="also write every probability")
+    parser.add_argument("--list", help="a list file of videos (lines 'path' or 'path label')")
+    parser.add_argument("--root", default="", help="prefix of relative paths in --list")
+    parser.add_argument("--workers", type=int, default=2, help="decoding processes for many videos")
+    parser.add_argument("videos", nargs="*", help="video files, or one folder of videos")
     args = parser.parse_args(argv)
+    many = bool(args.list) or any(storage.isdir(v) for v in args.videos)
+    if not many and not args.videos:
+        parser.error("give video files, a folder or --list")
     try:
         predictor = Predictor(
             args.checkpoint,
@@ -114,22 +127,16 @@ def main(argv: Sequence[str] | None = None) -> None:
             short_side=args.short_side,
             num_clips=args.clips,
             seed=args.seed,
+            batch_size=args.batch if (many or args.window) else 1,
         )
-    except (FileNotFoundError, ValueError, DataError, storage.StorageError) as e:
+        if args.window:
+            _windows(predictor, args)
+        elif many:
+            _many(predictor, args)
+        else:
+            _whole_videos(predictor, args.videos, args.top_k)
+    except (FileNotFoundError, ValueError, DataError, storage.StorageError, UserError) as e:
         sys.exit(f"error: {e}")
-    failed = 0
-    for path in args.videos:
-        try:
-            top = predictor(path)
-        except DataError as e:
-            print(f"{path}: error: {e}", file=sys.stderr)
-            failed += 1
-            continue
-        print(path)
-        for rank, (name, prob) in enumerate(top, 1):
-            print(f"  {rank}. {name:<40} {100 * prob:6.2f}%")
-    if failed:
-        sys.exit(f"{failed} of {len(args.videos)} videos could not be read.")
 
 
 if __name__ == "__main__":

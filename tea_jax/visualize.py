@@ -42,7 +42,7 @@ from tea_jax import storage
 from tea_jax.data.errors import DataError
 from tea_jax.data.normalization import normalize
 from tea_jax.data.video import write_video
-from tea_jax.predict import Predictor
+from tea_jax.predictor import Predictor
 
 HEAT_ALPHA = 0.45
 TOP_K = 5
@@ -311,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             short_side=args.short_side,
         )
         model, variables = predictor.model, predictor.variables
-        names = predictor.names or [str(c) for c in range(model.num_classes)]
+        names = predictor.names
         clip = predictor.views(args.video)[0]
         explanation = explain(model, variables, clip, _class_index(args.class_, names))
     except (FileNotFoundError, ValueError, DataError) as e:

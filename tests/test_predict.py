@@ -1,18 +1,25 @@
-"""Prediction reads a video exactly as evaluation does."""
+"""Prediction reads a video exactly as evaluation does: whole videos, windows of a long video,
+and lists of videos."""
 
+import csv
 import json
 
+import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import tea_jax
-from tea_jax import model_files
+from configs import default as default_lib
+from tea_jax import long_video, model_files, predict
 from tea_jax.data import default_config
 from tea_jax.data.pipeline import create_loader
-from tea_jax.data.video import write_video
+from tea_jax.data.video import VideoFile, write_video
+from tea_jax.data.windows import sliding_windows, window_clips
 from tea_jax.inference import PREPROCESS_FILE
-from tea_jax.predict import Predictor
+from tea_jax.predictor import Predictor, softmax
+from tea_jax.train import evaluation, sharding
 
 
 def test_prediction_views_equal_the_evaluation_loaders(tmp_path):
@@ -43,3 +50,199 @@ def test_prediction_views_equal_the_evaluation_loaders(tmp_path):
     # The random clips are drawn from the seed and the video's index: a single file is index 0.
     np.testing.assert_array_equal(views, batch["video"][0])
     assert not np.array_equal(views[0], views[1])
+
+
+# Windows over a long video, and many videos: the numbers of evaluation's efficient protocol.
+
+T, SIZE, SHORT = 4, 32, 36
+FPS = 12
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """An untrained reduced TEA of 3 classes and 4 frames, saved with its preprocessing."""
+    options = {"num_classes": 3, "num_segments": T, "stage_sizes": (1, 1, 1, 1)}
+    options["width_multiplier"] = 0.25
+    model = tea_jax.create_model("tea50", **options)
+    variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, T, SIZE, SIZE, 3)))
+    directory = tmp_path_factory.mktemp("model") / "model"
+    model_files.save_model(directory, "tea50", options, variables)
+    preprocess = {"image_size": SIZE, "short_side": SHORT}
+    (directory / PREPROCESS_FILE).write_text(json.dumps(preprocess))
+    return directory
+
+
+def _smooth_frames(count, seed=0):
+    """uint8 (count, 48, 64, 3): a smooth random image drifting right, so that clips differ."""
+    cells = np.random.default_rng(seed).integers(0, 256, (6, 12, 3), dtype=np.uint8)
+    base = cv2.resize(cells, (96, 48), interpolation=cv2.INTER_LINEAR)
+    return np.stack([base[:, i % 32 : i % 32 + 64] for i in range(count)])
+
+
+def test_a_window_is_scored_as_evaluation_scores_the_clip_cut_to_it(model_dir, tmp_path):
+    frames = _smooth_frames(26)
+    write_video(str(tmp_path / "long.mp4"), frames, fps=FPS)
+    out = tmp_path / "windows.jsonl"
+    predict.main(
+        [
+            "--checkpoint", str(model_dir), str(tmp_path / "long.mp4"), "--window", "1.0",
+            "--stride", "0.5", "--batch", "2", "--scores", "--output", str(out),
+        ]
+    )  # fmt: skip
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    windows = sliding_windows(26, FPS, 1.0, 0.5)
+    assert [(r["start"], r["end"]) for r in records] == [(0.0, 1.0), (0.5, 1.5), (1.0, 2.0)]
+    assert [r["window"] for r in records] == list(range(len(windows))) == [0, 1, 2]
+
+    # The same windows as videos of their own, scored by evaluation's loader and step.
+    lines = []
+    for w, (start, end) in enumerate(zip(windows.starts, windows.ends, strict=True)):
+        write_video(str(tmp_path / f"window{w}.mp4"), frames[start:end], fps=FPS)
+        lines.append(f"window{w}.mp4 0\n")
+    (tmp_path / "windows.txt").write_text("".join(lines))
+    cfg = default_config()
+    cfg.source, cfg.root, cfg.val_list, cfg.num_classes = "videos", str(tmp_path), "windows.txt", 3
+    cfg.image_size, cfg.short_side, cfg.num_workers = SIZE, SHORT, 0
+    loader = create_loader(
+        cfg, "val", batch_size=2, num_segments=T, seed=0, protocol="efficient", shard_count=1
+    )
+    predictor = Predictor(str(model_dir), batch_size=2)
+    mesh = sharding.create_mesh()
+    eval_fn = evaluation.make_eval_fn(predictor.model, mesh)
+    variables = sharding.replicate(predictor.variables, mesh)
+    logits, _, _ = evaluation.predict_split(eval_fn, variables, loader, mesh)
+    expected = softmax(logits)
+    got = np.array([r["probabilities"] for r in records])
+    np.testing.assert_allclose(got, expected, atol=2e-6)
+    assert not np.allclose(expected[0], expected[1], atol=1e-4)  # the windows do differ
+
+    # The clips themselves are the evaluation views, pixel for pixel.
+    indices = windows.clip_indices(T)
+    with VideoFile(str(tmp_path / "long.mp4")) as video:
+        batches = list(
+            window_clips(video, indices, short_side=SHORT, image_size=SIZE, batch_size=2)
+        )
+    assert [b[0].tolist() for b in batches] == [[0, 1], [2]]
+    clips = np.concatenate([b[1] for b in batches])
+    reader = predictor.reader([str(tmp_path / f"window{w}.mp4") for w in range(3)])
+    for w in range(3):
+        np.testing.assert_array_equal(clips[w], reader.load(w)[0][0])
+
+
+def test_windows_keep_only_the_frames_still_needed():
+    indices = sliding_windows(600, FPS, 2.0, 1.0).clip_indices(8)
+    decoded = []
+
+    class Frames:
+        def stream(self, wanted):
+            for i in range(600):
+                if wanted(i):
+                    decoded.append(i)
+                    yield i, np.full((8, 8, 3), i % 256, np.uint8)
+
+    batches = window_clips(Frames(), indices, short_side=None, image_size=8, batch_size=3)
+    for numbers, clips in batches:
+        for number, clip in zip(numbers, clips, strict=True):
+            assert clip[:, 0, 0, 0].tolist() == [i % 256 for i in indices[number]]
+    # Each frame a window needs is decoded once, however many windows share it.
+    assert decoded == sorted(set(indices.ravel().tolist()))
+    assert len(indices) == 49
+
+
+def test_windows_timeline_and_labelled_video_by_the_command(model_dir, tmp_path):
+    frames = _smooth_frames(50, seed=1)
+    write_video(str(tmp_path / "long.mp4"), frames, fps=FPS)
+    out, png, mp4 = tmp_path / "w.jsonl", tmp_path / "timeline.png", tmp_path / "labelled.mp4"
+    predict.main(
+        [
+            "--checkpoint", str(model_dir), str(tmp_path / "long.mp4"), "--window", "1",
+            "--stride", "0.25", "--smooth", "3", "--output", str(out), "--timeline", str(png),
+            "--mp4", str(mp4), "--top-k", "2",
+        ]
+    )  # fmt: skip
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 13 and all(len(r["top"]) == len(r["smoothed_top"]) == 2 for r in records)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with VideoFile(str(mp4)) as video:
+        assert video.num_frames == 50 and video.frame_rate == FPS
+        labelled = np.stack(list(video))
+    with VideoFile(str(tmp_path / "long.mp4")) as video:
+        frames = np.stack(list(video))
+    # The label band (top left) is drawn on every frame; the rest of the frame is the source.
+    band = np.abs(labelled[:, :6, :20].astype(int) - frames[:, :6, :20]).mean(axis=(1, 2, 3))
+    assert (band > 30).all()
+    rest = np.abs(labelled[:, 30:].astype(int) - frames[:, 30:]).mean()
+    assert rest < 3
+
+
+def test_every_frame_takes_the_label_of_the_nearest_window_centre():
+    windows = sliding_windows(20, 10, 0.8, 0.4)  # windows [0, 8), [4, 12), [8, 16), [12, 20)
+    nearest = long_video.nearest_windows(windows)
+    # Centres at frames 3.5, 7.5, 11.5, 15.5.
+    assert nearest.tolist() == [0] * 6 + [1] * 4 + [2] * 4 + [3] * 6
+
+
+def test_many_videos_equal_evaluation_predictions_failures_listed_and_resumed(
+    model_dir, tmp_path, capsys
+):
+    names = []
+    for i in range(5):
+        names.append(f"video{i}.mp4")
+        write_video(str(tmp_path / names[-1]), _smooth_frames(14 + 3 * i, seed=i), fps=FPS)
+    (tmp_path / "val.txt").write_text("".join(f"{n} {i % 3}\n" for i, n in enumerate(names)))
+
+    # eval.py's efficient protocol on the same list.
+    config = default_lib.get_config()
+    config.data = default_config()
+    config.data.update(source="videos", root=str(tmp_path), val_list="val.txt", num_classes=3)
+    config.data.update(image_size=SIZE, short_side=SHORT, num_workers=0)
+    config.eval_batch_size, config.num_segments = 2, T
+    evaluation.run_evaluation(
+        config, str(tmp_path / "eval"), protocols=["efficient"], checkpoint=str(model_dir)
+    )
+    eval_lines = (tmp_path / "eval" / "predictions_efficient.jsonl").read_text().splitlines()
+    expected = {names[int(r["video"])]: r for r in map(json.loads, eval_lines)}
+
+    # The same list plus a broken file, in worker processes.
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    (tmp_path / "all.txt").write_text((tmp_path / "val.txt").read_text() + "broken.mp4 0\n")
+    out = tmp_path / "predictions.jsonl"
+    command = ["--checkpoint", str(model_dir), "--list", str(tmp_path / "all.txt")]
+    command += ["--root", str(tmp_path), "--output", str(out), "--batch", "2", "--scores"]
+    with pytest.raises(SystemExit, match="1 of 6 videos could not be read"):
+        predict.main([*command, "--workers", "1"])
+    assert "broken.mp4: cannot open video" in capsys.readouterr().err
+    records = {r["video"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert "cannot open video" in records.pop(str(tmp_path / "broken.mp4"))["error"]
+    for name, want in expected.items():
+        got = records[str(tmp_path / name)]
+        top = [t["index"] for t in got["top"]]
+        assert top == [int(c) for c in want["top5"]]
+        # eval.py writes logits: they differ from log-probabilities by one constant per video.
+        offsets = np.array(want["scores"]) - np.log(np.array(got["probabilities"])[top])
+        np.testing.assert_allclose(offsets, offsets[0], atol=1e-4)
+
+    # A re-run skips the videos with a result and tries the failed one again.
+    (tmp_path / "broken.mp4").write_bytes((tmp_path / names[0]).read_bytes())
+    with out.open("a") as f:
+        f.write('{"video": "cut sh')  # a line cut short by a killed run
+    predict.main([*command, "--workers", "0"])
+    assert "1 videos scored, 5 already in" in capsys.readouterr().err
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == 6 and all("top" in r for r in lines)
+
+
+def test_many_videos_as_csv_from_a_folder(model_dir, tmp_path):
+    (tmp_path / "videos" / "sub").mkdir(parents=True)
+    for i, name in enumerate(["a.mp4", "sub/b.mp4"]):
+        write_video(str(tmp_path / "videos" / name), _smooth_frames(12, seed=i), fps=FPS)
+    out = tmp_path / "predictions.csv"
+    predict.main(
+        ["--checkpoint", str(model_dir), str(tmp_path / "videos"), "--output", str(out),
+         "--top-k", "2", "--workers", "0"]
+    )  # fmt: skip
+    rows = list(csv.DictReader(out.open()))
+    assert [r["video"] for r in rows] == [
+        str(tmp_path / "videos" / n) for n in ["a.mp4", "sub/b.mp4"]
+    ]
+    assert all(r["error"] == "" and float(r["prob_1"]) >= float(r["prob_2"]) for r in rows)

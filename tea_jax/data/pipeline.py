@@ -326,6 +326,20 @@ def _flip_labels(cfg: ml_collections.ConfigDict) -> tuple[tuple[int, int], ...]:
     return tuple((a, b) for a, b in pairs) + tuple((b, a) for a, b in pairs)
 
 
+def read_in_workers(ds: grain.MapDataset, workers: int, buffer_size: int = 1) -> grain.IterDataset:
+    """`ds` read in order by `workers` processes (0: threads of this process); the workers end
+    with this process."""
+    ds = ds.to_iter_dataset(
+        grain.ReadOptions(num_threads=1 if workers else 2, prefetch_buffer_size=2)
+    )
+    if workers:
+        if not flags.FLAGS.is_parsed():
+            flags.FLAGS.mark_as_parsed()
+        options = grain.multiprocessing.MultiprocessingOptions(workers, buffer_size)
+        ds = ds.mp_prefetch(options, worker_init_fn=exit_with_parent_init())
+    return ds
+
+
 def create_loader(
     cfg: ml_collections.ConfigDict,
     split: str,
@@ -422,14 +436,6 @@ def create_loader(
         num_batches = math.ceil(per_host / batch_size)
         padded = host_indices + [-1] * (num_batches * batch_size - len(host_indices))
         ds = grain.MapDataset.source(padded).map(reader).batch(batch_size)
-    workers = cfg.num_workers
-    ds = ds.to_iter_dataset(
-        grain.ReadOptions(num_threads=1 if workers else 2, prefetch_buffer_size=2)
-    )
-    if workers:
-        if not flags.FLAGS.is_parsed():
-            flags.FLAGS.mark_as_parsed()
-        options = grain.multiprocessing.MultiprocessingOptions(workers, cfg.worker_buffer_size)
-        ds = ds.mp_prefetch(options, worker_init_fn=exit_with_parent_init())
+    ds = read_in_workers(ds, cfg.num_workers, cfg.worker_buffer_size)
     ds = ds.map(BadInputMonitor(cfg.max_bad_fraction * per_host, cfg.max_bad_fraction))
     return Loader(num_examples, num_classes, num_batches, ds)

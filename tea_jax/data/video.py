@@ -1,8 +1,9 @@
 """Video files through PyAV: an indexed reader that seeks or decodes sequentially, and a writer."""
 
 import bisect
+import fractions
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import av
 import numpy as np
@@ -25,6 +26,10 @@ class VideoFile:
 
     Args:
       path: the video file.
+
+    Attributes:
+      num_frames: frames in the file.
+      frame_rate: frames per second (a Fraction), None when the file does not say.
 
     Raises:
       DataError: the file is missing, unreadable, has no video stream or no frames.
@@ -71,6 +76,8 @@ class VideoFile:
             self._frame_of_pts = {p: i for i, p in enumerate(self._pts)}
             self._keyframes = sorted(self._frame_of_pts[p] for p in keyframe_pts) or [0]
         self.num_frames = len(pts)
+        rate = self._stream.average_rate or self._stream.guessed_rate
+        self.frame_rate = fractions.Fraction(rate) if rate else None
 
     def close(self) -> None:
         self._container.close()
@@ -150,10 +157,29 @@ class VideoFile:
         Raises:
           DataError: the file is truncated or corrupt (possibly after some frames).
         """
+        for _, frame in self.stream():
+            yield frame
+
+    def stream(
+        self, wanted: Callable[[int], bool] | None = None
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Decodes the whole file once, in order, one frame in memory at a time.
+
+        Args:
+          wanted: which frame indices to convert to RGB and yield (None: all); the others are
+            decoded (the codec needs them) but not converted.
+
+        Yields:
+          ``(index, frame)``: uint8 RGB (H, W, 3).
+
+        Raises:
+          DataError: the file is truncated or corrupt (possibly after some frames).
+        """
         count = 0
         try:
-            for frame in self._decode_all(lambda index: True):
-                yield frame
+            for index, frame in enumerate(self._decode_all(wanted or (lambda index: True))):
+                if frame is not None:
+                    yield index, frame
                 count += 1
         except (av.FFmpegError, OSError, ValueError) as e:
             raise DataError(self.path, f"cannot decode video ({e})") from None
@@ -184,30 +210,60 @@ def iter_frames(path: str, short_side: int | None) -> Iterator[np.ndarray]:
             yield resize_short_side(frame, short_side)
 
 
-def write_video(
-    path: str, frames: np.ndarray, *, fps: int = 12, gop: int = 8, lossless: bool = True
-) -> None:
-    """Writes RGB frames as an H.264 mp4.
+class VideoWriter:
+    """Writes RGB frames one at a time as an H.264 mp4.
 
     Args:
       path: output file (.mp4).
-      frames: uint8 array (T, H, W, 3); H and W even.
-      fps: frame rate.
+      width, height: frame size, both even.
+      fps: frame rate (an int or a Fraction, e.g. a source's `VideoFile.frame_rate`).
       gop: keyframe interval; short GOPs make seeking cheap.
       lossless: lossless H.264 (qp 0) on the YUV 4:2:0 frames, so identical RGB frames decode
         identically wherever they are in the video; otherwise high quality (crf 14).
     """
-    _, height, width, _ = frames.shape
-    with av.open(path, "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {
+
+    def __init__(
+        self,
+        path: str,
+        width: int,
+        height: int,
+        *,
+        fps: int | fractions.Fraction = 12,
+        gop: int = 8,
+        lossless: bool = True,
+    ):
+        self._container = av.open(path, "w", format="mp4")
+        self._stream = self._container.add_stream("libx264", rate=fps)
+        self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, "yuv420p"
+        self._stream.options = {
             "g": str(gop),
             "preset": "fast",
             "tune": "zerolatency",
             **({"qp": "0"} if lossless else {"crf": "14"}),
         }
-        stream.codec_context.thread_count = 1
+        self._stream.codec_context.thread_count = 1
+
+    def write(self, frame: np.ndarray) -> None:
+        """Appends one uint8 RGB frame (height, width, 3)."""
+        self._container.mux(self._stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+
+    def close(self) -> None:
+        """Flushes the encoder and closes the file."""
+        self._container.mux(self._stream.encode())
+        self._container.close()
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def write_video(
+    path: str, frames: np.ndarray, *, fps: int = 12, gop: int = 8, lossless: bool = True
+) -> None:
+    """Writes RGB frames (uint8 (T, H, W, 3), H and W even) as an H.264 mp4 (see `VideoWriter`)."""
+    _, height, width, _ = frames.shape
+    with VideoWriter(path, width, height, fps=fps, gop=gop, lossless=lossless) as writer:
         for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
+            writer.write(frame)
