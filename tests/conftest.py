@@ -1,6 +1,7 @@
 """Every test process compiles fast, as its subprocesses do (see `fast_compile`), and keeps JAX's
 persistent compilation cache in a temporary folder (not the user's); `gcs` is a Cloud Storage
-API on localhost (see `gcs_server`)."""
+API on localhost (see `gcs_server`); `trained` is the briefly trained reduced TEA of
+`synthetic_model`, trained once per test process."""
 
 import atexit
 import os
@@ -35,3 +36,12 @@ def gcs(gcs_server, monkeypatch):
     import gcs_server as module
 
     module.clear_clients()
+
+
+@pytest.fixture(scope="session")
+def trained():
+    """(model, variables, val clips, val labels) of `synthetic_model.trained` (slow tier only:
+    its 200 training steps take minutes)."""
+    import synthetic_model
+
+    return synthetic_model.trained()

@@ -45,7 +45,7 @@ USER_FILES = {
 READS = {
     "tea_jax.convert": ("input",),
     "tea_jax.export": ("checkpoint",),
-    "tea_jax.predict": ("checkpoint", "labels", "videos"),
+    "tea_jax.predict": ("checkpoint", "labels", "videos", "list"),
     "tea_jax.visualize": ("checkpoint", "labels", "video"),
     "tea_jax.data.prepare": ("list", "root", "manual_dir"),
     "bench/heatmap_hit_rate.py": ("checkpoint", "root"),
@@ -56,6 +56,8 @@ WRITES = {
     "tea_jax.visualize": ("output", "mp4"),
     "tea_jax.data.prepare": ("output", "data_dir"),
     "tea_jax.data.synthetic": ("output",),
+    "tea_jax.data.synthetic_long": ("output",),
+    "tea_jax.predict": ("output", "timeline", "mp4"),
 }
 
 

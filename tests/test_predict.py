@@ -9,11 +9,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from synthetic_model import OPTIONS as SYNTHETIC_OPTIONS
 
 import tea_jax
 from configs import default as default_lib
 from tea_jax import long_video, model_files, predict
-from tea_jax.data import default_config
+from tea_jax.data import default_config, synthetic, synthetic_long
 from tea_jax.data.pipeline import create_loader
 from tea_jax.data.video import VideoFile, write_video
 from tea_jax.data.windows import sliding_windows, window_clips
@@ -246,3 +247,48 @@ def test_many_videos_as_csv_from_a_folder(model_dir, tmp_path):
         str(tmp_path / "videos" / n) for n in ["a.mp4", "sub/b.mp4"]
     ]
     assert all(r["error"] == "" and float(r["prob_1"]) >= float(r["prob_2"]) for r in rows)
+
+
+@pytest.mark.slow
+def test_timeline_of_concatenated_synthetic_videos_changes_at_their_boundaries(trained, tmp_path):
+    """A long video of synthetic validation videos of different classes, end to end through the
+    documented command with the briefly trained TEA of `synthetic_model` (its 200 training steps
+    take most of this test's minutes)."""
+    variables = trained[1]
+    model_dir = tmp_path / "model"
+    options = {"num_classes": 8, "num_segments": 8, **SYNTHETIC_OPTIONS}
+    model_files.save_model(model_dir, "tea50", options, variables)
+    (model_dir / PREPROCESS_FILE).write_text(json.dumps({"image_size": 64, "short_side": 64}))
+    (model_dir / "classes.txt").write_text("\n".join(synthetic.CLASSES) + "\n")
+
+    segments = synthetic_long.write_long_video(str(tmp_path / "long.mp4"), 6, first=50)
+    labels = [s["label"] for s in segments]
+    bounds = np.array([0] + [s["end"] for s in segments])  # seconds
+
+    out, png, mp4 = tmp_path / "w.jsonl", tmp_path / "timeline.png", tmp_path / "labelled.mp4"
+    window = 1.0
+    predict.main(
+        [
+            "--checkpoint", str(model_dir), str(tmp_path / "long.mp4"), "--window", str(window),
+            "--stride", "0.25", "--output", str(out), "--timeline", str(png), "--mp4", str(mp4),
+        ]
+    )  # fmt: skip
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    top = np.array([r["top"][0]["index"] for r in records])
+    assert [r["top"][0]["class"] for r in records] == [synthetic.CLASSES[c] for c in top]
+    starts, ends = (np.array([r[k] for r in records]) for k in ("start", "end"))
+    # Windows inside one video: mostly that video's class.
+    segment = np.searchsorted(bounds, starts, side="right") - 1
+    inside = ends <= bounds[segment + 1] + 1e-6
+    correct = top[inside] == np.array(labels)[segment[inside]]
+    assert correct.mean() >= 0.8, (correct.mean(), top, labels)
+    # The top class changes within a window's length of every boundary, and only there.
+    centres = (starts + ends) / 2
+    changes = (centres[1:] + centres[:-1])[top[1:] != top[:-1]] / 2
+    for boundary in bounds[1:-1]:
+        assert np.abs(changes - boundary).min() <= window, (boundary, changes)
+    for change in changes:
+        assert np.abs(bounds[1:-1] - change).min() <= window, (change, bounds)
+    assert png.stat().st_size > 10_000
+    with VideoFile(str(mp4)) as video:
+        assert video.num_frames == round(bounds[-1] * synthetic_long.FPS)
