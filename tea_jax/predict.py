@@ -46,9 +46,20 @@ def _whole_videos(predictor: Predictor, videos: list[str], top_k: int) -> None:
         sys.exit(f"{failed} of {len(videos)} videos could not be read.")
 
 
+def _check(args: argparse.Namespace, many: bool) -> None:
+    """Settings errors, before the model is loaded."""
+    if args.window and (many or len(args.videos) != 1):
+        raise UserError(f"--window scores one video file, got {args.list or args.videos}")
+    if many and len([args.list] if args.list else args.videos) != 1:
+        raise UserError("give one list file (--list) or one folder, without other videos")
+    if many and not args.output:
+        raise UserError(
+            "many videos need --output (the results file; a re-run skips its videos)",
+            hint="add --output predictions.jsonl (or .csv)",
+        )
+
+
 def _windows(predictor: Predictor, args: argparse.Namespace) -> None:
-    if len(args.videos) != 1:
-        raise UserError(f"--window scores one video, got {len(args.videos)}")
     scores = long_video.score_windows(
         predictor,
         args.videos[0],
@@ -68,15 +79,7 @@ def _windows(predictor: Predictor, args: argparse.Namespace) -> None:
 
 
 def _many(predictor: Predictor, args: argparse.Namespace) -> None:
-    sources = [args.list] if args.list else args.videos
-    if len(sources) != 1:
-        raise UserError("give one list file (--list) or one folder, without other videos")
-    if not args.output:
-        raise UserError(
-            "many videos need --output (the results file; a re-run skips its videos)",
-            hint="add --output predictions.jsonl (or .csv)",
-        )
-    paths = video_lists.video_paths(sources[0], args.root)
+    paths = video_lists.video_paths(args.list or args.videos[0], args.root)
     output = video_lists.Output(args.output, args.top_k, args.scores)
     skipped = len(output.done)
     scored, failed = video_lists.predict_videos(predictor, paths, output, workers=args.workers)
@@ -120,6 +123,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not many and not args.videos:
         parser.error("give video files, a folder or --list")
     try:
+        _check(args, many)
         predictor = Predictor(
             args.checkpoint,
             labels=args.labels,

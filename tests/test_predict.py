@@ -18,6 +18,7 @@ from tea_jax.data import default_config, synthetic, synthetic_long
 from tea_jax.data.pipeline import create_loader
 from tea_jax.data.video import VideoFile, write_video
 from tea_jax.data.windows import sliding_windows, window_clips
+from tea_jax.errors import UserError
 from tea_jax.inference import PREPROCESS_FILE
 from tea_jax.predictor import Predictor, softmax
 from tea_jax.train import evaluation, sharding
@@ -292,3 +293,21 @@ def test_timeline_of_concatenated_synthetic_videos_changes_at_their_boundaries(t
     assert png.stat().st_size > 10_000
     with VideoFile(str(mp4)) as video:
         assert video.num_frames == round(bounds[-1] * synthetic_long.FPS)
+
+
+def test_the_long_synthetic_video_records_where_each_class_is():
+    frames, segments = synthetic_long.long_video(9)
+    assert len(frames) == round(segments[-1]["end"] * synthetic_long.FPS)
+    assert [s["start"] for s in segments[1:]] == [s["end"] for s in segments[:-1]]
+    assert sorted({s["label"] for s in segments}) == list(range(8))
+    _, first = synthetic.generate_pair(synthetic.SyntheticOptions(), "val", 0)
+    np.testing.assert_array_equal(frames[: len(first)], first)
+
+
+def test_settings_a_user_can_fix_are_named(model_dir, tmp_path):
+    with pytest.raises(UserError, match="must be positive"):
+        sliding_windows(100, FPS, 2.0, 0)
+    with pytest.raises(SystemExit, match="many videos need --output"):
+        predict.main(["--checkpoint", str(model_dir), "--list", str(tmp_path / "videos.txt")])
+    with pytest.raises(SystemExit, match="--window scores one video file"):
+        predict.main(["--checkpoint", str(model_dir), "a.mp4", "b.mp4", "--window", "2"])
