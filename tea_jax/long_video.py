@@ -169,11 +169,15 @@ def write_labelled_video(scores: WindowScores, names: list[str], output: str) ->
 
 
 def draw_label(frame: np.ndarray, text: str) -> np.ndarray:
-    """A copy of the RGB frame with `text` in white on a dark band at the top left."""
+    """A copy of the RGB frame with `text` in white on a dark band at the top left (the font
+    scales with the frame's height, smaller where the text would not fit its width)."""
     frame = frame.copy()
     scale = max(frame.shape[0] / 480, 0.3)
     thickness = max(1, round(scale * 1.5))
     (width, height), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    if width > 0.95 * frame.shape[1]:  # narrow frames: a smaller font, down to a third
+        scale = max(scale * 0.95 * frame.shape[1] / width, scale / 3)
+        (width, height), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
     margin = max(2, round(4 * scale))
     cv2.rectangle(frame, (0, 0), (width + 2 * margin, height + base + 2 * margin), (0, 0, 0), -1)
     cv2.putText(

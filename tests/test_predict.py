@@ -262,12 +262,12 @@ def test_timeline_of_concatenated_synthetic_videos_changes_at_their_boundaries(t
     (model_dir / PREPROCESS_FILE).write_text(json.dumps({"image_size": 64, "short_side": 64}))
     (model_dir / "classes.txt").write_text("\n".join(synthetic.CLASSES) + "\n")
 
-    segments = synthetic_long.write_long_video(str(tmp_path / "long.mp4"), 6, first=50)
+    segments = synthetic_long.write_long_video(str(tmp_path / "long.mp4"), 6, first=2)
     labels = [s["label"] for s in segments]
     bounds = np.array([0] + [s["end"] for s in segments])  # seconds
 
     out, png, mp4 = tmp_path / "w.jsonl", tmp_path / "timeline.png", tmp_path / "labelled.mp4"
-    window = 1.0
+    window = 1.5
     predict.main(
         [
             "--checkpoint", str(model_dir), str(tmp_path / "long.mp4"), "--window", str(window),
@@ -282,10 +282,12 @@ def test_timeline_of_concatenated_synthetic_videos_changes_at_their_boundaries(t
     segment = np.searchsorted(bounds, starts, side="right") - 1
     inside = ends <= bounds[segment + 1] + 1e-6
     correct = top[inside] == np.array(labels)[segment[inside]]
+    print(f"{correct.mean():.1%} of {inside.sum()} windows inside a segment correct")
     assert correct.mean() >= 0.8, (correct.mean(), top, labels)
     # The top class changes within a window's length of every boundary, and only there.
     centres = (starts + ends) / 2
     changes = (centres[1:] + centres[:-1])[top[1:] != top[:-1]] / 2
+    print(f"top class changes at {np.round(changes, 2)} s, boundaries {np.round(bounds, 2)} s")
     for boundary in bounds[1:-1]:
         assert np.abs(changes - boundary).min() <= window, (boundary, changes)
     for change in changes:
@@ -296,12 +298,15 @@ def test_timeline_of_concatenated_synthetic_videos_changes_at_their_boundaries(t
 
 
 def test_the_long_synthetic_video_records_where_each_class_is():
-    frames, segments = synthetic_long.long_video(9)
+    frames, segments = synthetic_long.long_video(8, per_segment=2)
     assert len(frames) == round(segments[-1]["end"] * synthetic_long.FPS)
     assert [s["start"] for s in segments[1:]] == [s["end"] for s in segments[:-1]]
-    assert sorted({s["label"] for s in segments}) == list(range(8))
-    _, first = synthetic.generate_pair(synthetic.SyntheticOptions(), "val", 0)
-    np.testing.assert_array_equal(frames[: len(first)], first)
+    assert [s["label"] for s in segments] == [0, 2, 4, 6, 1, 3, 5, 7]
+    # Segment 5 (class 3, bottom to top): validation videos 9 and 13 (pair 1) reversed.
+    options = synthetic.SyntheticOptions()
+    videos = [synthetic.generate_pair(options, "val", i)[1][::-1] for i in (9, 13)]
+    start, end = (round(segments[5][k] * synthetic_long.FPS) for k in ("start", "end"))
+    np.testing.assert_array_equal(frames[start:end], np.concatenate(videos))
 
 
 def test_settings_a_user_can_fix_are_named(model_dir, tmp_path):
