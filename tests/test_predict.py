@@ -184,6 +184,14 @@ def test_every_frame_takes_the_label_of_the_nearest_window_centre():
     assert nearest.tolist() == [0] * 6 + [1] * 4 + [2] * 4 + [3] * 6
 
 
+def test_smoothing_is_a_centred_moving_average_with_fewer_windows_at_the_ends():
+    values = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
+    smoothed = long_video.moving_average(values, 3)
+    np.testing.assert_allclose(smoothed[:, 0], [1 / 2, 1 / 3, 1 / 3, 1 / 2])
+    np.testing.assert_allclose(smoothed.sum(axis=1), 1)
+    assert long_video.moving_average(values, 1) is values
+
+
 def test_many_videos_equal_evaluation_predictions_failures_listed_and_resumed(
     model_dir, tmp_path, capsys
 ):
