@@ -130,7 +130,7 @@ def many_videos(args, folder: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--minutes", type=float, nargs="+", default=[1, 10])
+    parser.add_argument("--minutes", type=float, nargs="*", default=[1, 10])
     parser.add_argument("--size", default="640x360")
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--window", type=float, default=2.0)

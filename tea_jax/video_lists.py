@@ -106,8 +106,11 @@ class Output:
                     yield row[0], line
             return
         for line in text.splitlines(keepends=True):
-            record = json.loads(line)
-            if "top" in record:
+            try:
+                record = json.loads(line)
+            except ValueError:  # not a line of ours: dropped, its video scored again
+                continue
+            if isinstance(record, dict) and "top" in record and "video" in record:
                 yield record["video"], line
 
     def line(self, video: str, probabilities: np.ndarray | None, names, error: str = "") -> str:
