@@ -3,6 +3,9 @@ and lists of videos."""
 
 import csv
 import json
+import pathlib
+import subprocess
+import sys
 
 import cv2
 import jax
@@ -56,6 +59,7 @@ def test_prediction_views_equal_the_evaluation_loaders(tmp_path):
 
 # Windows over a long video, and many videos: the numbers of evaluation's efficient protocol.
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 T, SIZE, SHORT = 4, 32, 36
 FPS = 12
 
@@ -326,3 +330,20 @@ def test_settings_a_user_can_fix_are_named(model_dir, tmp_path):
         predict.main(["--checkpoint", str(model_dir), "--list", str(tmp_path / "videos.txt")])
     with pytest.raises(SystemExit, match="--window scores one video file"):
         predict.main(["--checkpoint", str(model_dir), "a.mp4", "b.mp4", "--window", "2"])
+
+
+@pytest.mark.slow
+def test_prediction_benchmark_ends_with_its_json_line(model_dir):
+    """bench/predict_throughput.py on tiny videos with the untrained model (about a minute: two
+    scoring processes and a list run with a worker process)."""
+    command = [sys.executable, str(ROOT / "bench" / "predict_throughput.py")]
+    command += ["--checkpoint", str(model_dir), "--minutes", "0.05", "0.1", "--size", "64x48"]
+    command += ["--fps", "12", "--window", "1", "--stride", "0.5", "--videos", "3"]
+    command += ["--clip-seconds", "1", "--workers", "1", "--batch", "2"]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert [row["windows"] for row in summary["long"]] == [5, 11]  # 36 and 72 frames
+    for row in summary["long"]:
+        assert row["peak_rss_mb"] > 0 and row["frames_decoded_per_s"] > 0
+    assert summary["many"]["videos"] == 3 and summary["many"]["list_videos_per_s"] > 0
