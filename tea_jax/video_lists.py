@@ -151,6 +151,8 @@ def predict_videos(
     if workers < 0:
         raise UserError(f"--workers must be 0 or more, got {workers}")
     todo = [i for i, path in enumerate(paths) if path not in output.done]
+    if not todo:
+        return 0, {}
     reader = predictor.reader(paths, on_error="skip")
     ds = grain.MapDataset.source(todo).map(reader).batch(predictor.batch_size)
     scored, failed = 0, {}
