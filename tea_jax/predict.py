@@ -82,7 +82,10 @@ def _many(predictor: Predictor, args: argparse.Namespace) -> None:
     paths = video_lists.video_paths(args.list or args.videos[0], args.root)
     output = video_lists.Output(args.output, args.top_k, args.scores)
     skipped = len(output.done)
-    scored, failed = video_lists.predict_videos(predictor, paths, output, workers=args.workers)
+    try:
+        scored, failed = video_lists.predict_videos(predictor, paths, output, workers=args.workers)
+    except KeyboardInterrupt:
+        sys.exit(f"interrupted: the results so far are in {args.output}; the same command resumes.")
     print(
         f"{scored} videos scored, {skipped} already in {args.output}, {len(failed)} failed",
         file=sys.stderr,

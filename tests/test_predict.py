@@ -4,8 +4,10 @@ and lists of videos."""
 import csv
 import json
 import pathlib
+import signal
 import subprocess
 import sys
+import time
 
 import cv2
 import jax
@@ -347,3 +349,33 @@ def test_prediction_benchmark_ends_with_its_json_line(model_dir):
     for row in summary["long"]:
         assert row["peak_rss_mb"] > 0 and row["frames_decoded_per_s"] > 0
     assert summary["many"]["videos"] == 3 and summary["many"]["list_videos_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_an_interrupted_list_run_says_how_to_resume_and_resumes(model_dir, tmp_path):
+    """Ctrl-C in the middle of a list run, then the same command (about a minute: two runs)."""
+    names = []
+    for i in range(40):
+        names.append(f"v{i}.mp4")
+        write_video(str(tmp_path / names[-1]), _smooth_frames(24, seed=i), fps=FPS)
+    (tmp_path / "list.txt").write_text("".join(f"{n}\n" for n in names))
+    out = tmp_path / "out.jsonl"
+    command = [sys.executable, "-m", "tea_jax.predict", "--checkpoint", str(model_dir)]
+    command += ["--list", str(tmp_path / "list.txt"), "--root", str(tmp_path)]
+    command += ["--output", str(out), "--batch", "1", "--workers", "1"]
+    process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (out.exists() and out.read_text().count("\n") >= 2):
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert f"the results so far are in {out}; the same command resumes" in err
+    done = len(out.read_text().splitlines())
+    assert 2 <= done < 40
+    rerun = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"{40 - done} videos scored, {done} already in" in rerun.stderr
+    videos = [json.loads(line)["video"] for line in out.read_text().splitlines()]
+    assert sorted(videos) == sorted(str(tmp_path / n) for n in names)
