@@ -130,7 +130,8 @@ def read_variables(directory: str | os.PathLike) -> dict[str, Any]:
         metadata = checkpointer.metadata(path).item_metadata
         if metadata is None:
             raise ValueError(f"{path} is not a readable Orbax checkpoint.")
-        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), dict(metadata.tree))
+        # Into host memory: the devices that wrote the checkpoint need not exist here.
+        target = jax.tree.map(lambda m: np.empty(m.shape, m.dtype), dict(metadata.tree))
         tree = checkpointer.restore(path, target)
     return jax.tree.map(np.asarray, tree)
 

@@ -63,6 +63,13 @@ def shard_batch(batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[s
     }
 
 
+def abstract(tree: Any, mesh: jax.sharding.Mesh) -> Any:
+    """``tree``'s shapes and dtypes as ``jax.ShapeDtypeStruct``s replicated on the mesh: the
+    target that a checkpoint restores onto, whatever the devices that wrote it."""
+    target = replicated(mesh)
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=target), tree)
+
+
 def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
     """Places a tree of arrays, replicated, on every device of the mesh."""
     return jax.device_put(tree, replicated(mesh))

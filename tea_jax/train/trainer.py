@@ -89,11 +89,6 @@ class Schedule:
         )
 
 
-def _abstract(tree: Any, mesh: jax.sharding.Mesh) -> Any:
-    replicated = sharding.replicated(mesh)
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), tree)
-
-
 def _init_from(
     variables: dict[str, Any], config: ml_collections.ConfigDict, load_classifier: bool
 ) -> dict[str, Any]:
@@ -288,7 +283,7 @@ def train_and_evaluate(
         keep_best=config.keep_best_checkpoints,
     )
     state, train_iter, resumed = _resume(
-        checkpointer, _abstract(state, mesh), train_loader, default=state
+        checkpointer, sharding.abstract(state, mesh), train_loader, default=state
     )
     start = resumed.step if resumed else 0
     last_good = start or None
@@ -379,15 +374,16 @@ def export_model(
     The model is recorded with float32 compute; ``tea_jax.load_model`` and ``eval.py
     --checkpoint`` read it.
     """
+    variables = state.variables
     best = checkpointer.best_step()
     if best is not None and best != int(state.step):
-        state = checkpointer.restore(best, _abstract(state, mesh))
+        variables = checkpointer.restore_variables(best, sharding.abstract(variables, mesh))
     path = storage.join(workdir, "model")
     if jax.process_index() == 0:
         storage.rmtree(path)
     multihost_utils.sync_global_devices("export_model")
     options = model_setup.model_options(config, num_classes) | {"dtype": "float32"}
-    save_model(path, config.model, options, jax.device_get(state.variables))
+    save_model(path, config.model, options, jax.device_get(variables))
     if jax.process_index() == 0:
         _save_preprocessing(config, path)
     return path
