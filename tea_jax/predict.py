@@ -20,11 +20,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tea_jax import inference, storage
+from tea_jax import cli, inference
 from tea_jax.data.errors import DataError
 from tea_jax.data.listfiles import Entry, read_class_names
 from tea_jax.data.pipeline import EvalReader
 from tea_jax.data.sources import VideoFileSource
+from tea_jax.errors import ConfigError
 from tea_jax.model_files import load_model
 
 
@@ -55,7 +56,7 @@ class Predictor:
         if labels:
             self.names = read_class_names(labels)
         if self.names is not None and len(self.names) != self.model.num_classes:
-            raise ValueError(
+            raise ConfigError(
                 f"{labels or checkpoint}: {len(self.names)} class names for a model of "
                 f"{self.model.num_classes} classes."
             )
@@ -96,6 +97,7 @@ class Predictor:
         return [(self.names[c] if self.names else str(c), float(scores[c])) for c in top]
 
 
+@cli.command
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="model checkpoint directory")
@@ -106,17 +108,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="draws the clips when --clips > 1")
     parser.add_argument("videos", nargs="+", help="video files")
     args = parser.parse_args(argv)
-    try:
-        predictor = Predictor(
-            args.checkpoint,
-            labels=args.labels,
-            image_size=args.image_size,
-            short_side=args.short_side,
-            num_clips=args.clips,
-            seed=args.seed,
-        )
-    except (FileNotFoundError, ValueError, DataError, storage.StorageError) as e:
-        sys.exit(f"error: {e}")
+    predictor = Predictor(
+        args.checkpoint,
+        labels=args.labels,
+        image_size=args.image_size,
+        short_side=args.short_side,
+        num_clips=args.clips,
+        seed=args.seed,
+    )
     failed = 0
     for path in args.videos:
         try:

@@ -13,6 +13,7 @@ from jax.experimental import multihost_utils
 from tea_jax import data as data_lib
 from tea_jax import inference, storage
 from tea_jax.data import listfiles
+from tea_jax.errors import NotFoundError
 from tea_jax.model_files import abstract_variables, load_model
 from tea_jax.train import compilation_cache, model_setup, sharding, state_checkpoints
 from tea_jax.train import metrics as metrics_lib
@@ -173,7 +174,10 @@ def load_variables(
     try:
         step = checkpointer.best_step() or checkpointer.latest_step()
         if step is None:
-            raise FileNotFoundError(f"No training checkpoint in {directory}; pass --checkpoint.")
+            raise NotFoundError(
+                f"No training checkpoint in {directory}",
+                hint="train into this --workdir first, or pass --checkpoint MODEL_DIR",
+            )
         target = sharding.abstract(abstract_variables(model, config.num_segments), mesh)
         variables = checkpointer.restore_variables(step, target)
     finally:

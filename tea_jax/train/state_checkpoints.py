@@ -24,6 +24,7 @@ from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
 
 from tea_jax import storage
+from tea_jax.errors import UserError
 from tea_jax.train.state import TrainState
 
 STATE = "state"
@@ -32,18 +33,18 @@ META = "meta"
 _DATA_FILE = re.compile(r"process_(\d+)-of-(\d+)\.json")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """No checkpoint of a directory that holds some can be restored."""
 
 
-class CheckpointSaveError(RuntimeError):
+class CheckpointSaveError(UserError, RuntimeError):
     """Writing a checkpoint failed (the earlier ones are left as they were)."""
 
     def __init__(self, path: str, step: int, cause: BaseException):
         super().__init__(
-            f"Saving the checkpoint of step {step} to {path} failed: {cause}. The earlier "
-            "checkpoints are intact: fix the cause (e.g. free disk space) and run the same "
-            "command again to resume."
+            f"Saving the checkpoint of step {step} to {path} failed: {cause}",
+            hint="the earlier checkpoints are intact: fix the cause (e.g. free disk space) and "
+            "run the same command again to resume",
         )
         self.path, self.step = path, step
 
@@ -245,8 +246,8 @@ class Checkpointer:
         if skipped:
             raise CheckpointError(
                 f"No checkpoint in {self.directory} restores: "
-                + "; ".join(f"{path}: {reason}" for path, reason in skipped)
-                + ". Move the directory away to start from scratch."
+                + "; ".join(f"{path}: {reason}" for path, reason in skipped),
+                hint=f"move {self.directory} away to start from scratch",
             )
         return None
 
