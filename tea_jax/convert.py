@@ -218,7 +218,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise NotFoundError(f"{path}: no such file")
+        raise NotFoundError(
+            f"{path}: no such file", hint="docs/conversion.md says where the weights come from"
+        )
     raw = _read_safetensors(path) if is_safetensors(path) else _read_pth(path)
     if not raw:
         raise ConversionError(f"{path} holds no tensors.")

@@ -136,7 +136,6 @@ def read_list(
             )
             if on_error == "raise":
                 raise error from None
-            logging.warning("skipping %s", error)
             bad.append(error)
     if len(bad) > max_bad_fraction * (len(entries) + len(bad)):
         raise ListFileError(
@@ -145,6 +144,8 @@ def read_list(
             f"max_bad_fraction={max_bad_fraction}; first: {bad[0].reason}",
             bad[0].hint,
         )
+    for error in bad:
+        logging.warning("skipping %s", error)
     if not entries:
         raise DataError(list_path, "list file has no entries")
     return entries

@@ -13,7 +13,7 @@ from jax.experimental import multihost_utils
 from tea_jax import data as data_lib
 from tea_jax import inference, storage
 from tea_jax.data import listfiles
-from tea_jax.errors import NotFoundError
+from tea_jax.errors import ConfigError, NotFoundError
 from tea_jax.model_files import abstract_variables, load_model
 from tea_jax.train import compilation_cache, model_setup, sharding, state_checkpoints
 from tea_jax.train import metrics as metrics_lib
@@ -228,8 +228,9 @@ def run_evaluation(
             num_epochs=1,
         )
         if class_names is not None and len(class_names) != loader.num_classes:
-            raise ValueError(
-                f"{len(class_names)} class names for a dataset of {loader.num_classes} classes"
+            raise ConfigError(
+                f"--labels: {len(class_names)} class names for a dataset of "
+                f"{loader.num_classes} classes"
             )
         if model is None:
             model, variables, source = load_variables(
