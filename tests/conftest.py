@@ -1,9 +1,12 @@
 """Every test process compiles fast, as its subprocesses do (see `fast_compile`), and keeps JAX's
 persistent compilation cache in a temporary folder (not the user's); `gcs` is a Cloud Storage
-API on localhost (see `gcs_server`)."""
+API on localhost (see `gcs_server`); `user_error` expects a command line to stop on a user's
+mistake."""
 
 import atexit
+import contextlib
 import os
+import re
 import shutil
 import tempfile
 
@@ -35,3 +38,20 @@ def gcs(gcs_server, monkeypatch):
     import gcs_server as module
 
     module.clear_clients()
+
+
+@pytest.fixture
+def user_error(capsys):
+    """``with user_error(pattern):`` around a command line's ``main``: it must exit with status 2
+    after printing ``error: ...`` on stderr, ``pattern`` matching from there on (the message and
+    its hint; see ``tea_jax.cli``)."""
+
+    @contextlib.contextmanager
+    def expect(pattern: str):
+        with pytest.raises(SystemExit) as exit_info:
+            yield
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2, err
+        assert re.search(f"^error: .*{pattern}", err, re.MULTILINE | re.DOTALL), err
+
+    return expect

@@ -153,12 +153,11 @@ def test_every_host_prints_it_with_its_index(tmp_path):
     """Two processes (one CPU device each) of one run, a global batch that does not split over
     their two devices: each prints the error, prefixed with its index (about 10 s)."""
     address = f"127.0.0.1:{_free_port()}"
+    args = [TRAIN, "--config", KINETICS, "--workdir", "runs/k", "--config.batch_size=3"]
+    args += [f"--coordinator_address={address}", "--num_processes=2", "--cpu_collectives=gloo"]
     procs = [
         subprocess.Popen(
-            [sys.executable, TRAIN, "--config", KINETICS, "--workdir", "runs/k"]
-            + ["--config.batch_size=3"]
-            + [f"--coordinator_address={address}", "--num_processes=2", f"--process_id={i}"]
-            + ["--cpu_collectives=gloo"],
+            [sys.executable, *args, f"--process_id={i}"],
             cwd=tmp_path,
             env=cpu_env(PYTHONPATH=ROOT),
             stderr=subprocess.PIPE,

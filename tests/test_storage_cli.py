@@ -245,7 +245,7 @@ def test_unreachable_storage_is_one_line_naming_the_url(runs):
     assert proc.returncode != 0
     lines = (proc.stdout + proc.stderr).strip().splitlines()
     assert len(lines) == 1, lines[-30:]
-    assert lines[0].startswith(f"Error: --workdir {workdir} is not writable: "), lines
+    assert lines[0].startswith(f"error: --workdir {workdir} is not writable: "), lines
     assert os.listdir(runs.cwd) == []
 
 
