@@ -64,9 +64,10 @@ def _parse_line(line: str, with_num_frames: bool, root: str, num_classes: int | 
 def _missing_list_hint(list_path: str, with_num_frames: bool) -> str:
     """The documented command that writes ``list_path`` (docs/data.md's layout: the video lists
     of ``prepare lists`` in DIR, the frame folders and their lists in DIR/frames)."""
-    folder = os.path.dirname(list_path) or "."
+    folder, _, name = list_path.rpartition("/")
+    folder = folder or "."
     if with_num_frames:
-        video_list = os.path.join(os.path.dirname(folder) or ".", os.path.basename(list_path))
+        video_list = f"{folder.rpartition('/')[0] or '.'}/{name}"
         command = (
             f"python -m tea_jax.data.prepare frames --list {video_list} --root VIDEO_DIR "
             f"--output {folder} --short_side 256"

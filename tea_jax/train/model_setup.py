@@ -1,6 +1,5 @@
 """Building and initialising the configured model on the mesh."""
 
-import os
 from typing import Any
 
 import flax.linen as nn
@@ -60,7 +59,7 @@ def _read_init_from(config: ml_collections.ConfigDict) -> tuple[str, dict[str, A
     try:
         return read_model_info(config.init_from)
     except NotFoundError as e:
-        if os.path.basename(config.init_from.rstrip("/")) == "model":
+        if config.init_from.rstrip("/").rpartition("/")[2] == "model":
             command = convert.command_line(
                 "tea", config.init_from, num_segments=config.num_segments
             )
