@@ -63,7 +63,7 @@ def _flag_error(error: flags.Error, program: str) -> UserError:
     message = str(error)
     if "Traceback (most recent call last)" in message:  # an exception inside get_config()
         lines = [line for line in message.splitlines() if line.strip()]
-        message = f"{lines[0].rstrip(':')} {lines[-1].strip()}"
+        return ConfigError(f"{lines[0].rstrip(':')} {lines[-1].strip()}")
     return UserError(message, hint=f"`python {program} --helpshort` lists the flags")
 
 

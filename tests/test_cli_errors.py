@@ -16,7 +16,8 @@ from fast_compile import cpu_env
 from gcs_server import _free_port
 
 from tea_jax import cli, convert
-from tea_jax.data.listfiles import PREPARE_DOCS
+from tea_jax.data import DataError
+from tea_jax.data.listfiles import PREPARE_DOCS, read_list
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN, EVAL = os.path.join(ROOT, "train.py"), os.path.join(ROOT, "eval.py")
@@ -188,6 +189,37 @@ def test_traceback_on_request(tmp_path):
     assert proc.returncode == 1
     assert "Traceback" in proc.stderr and "listfiles.py" in proc.stderr
     assert proc.stderr.strip().endswith("(No such file or directory)")
+
+
+@pytest.mark.parametrize(
+    "path, with_num_frames, command",
+    [
+        (
+            "data/kinetics400/frames/train.txt",
+            True,
+            "prepare frames --list data/kinetics400/train.txt --root VIDEO_DIR "
+            "--output data/kinetics400/frames",
+        ),
+        (  # Something-Something V1: `prepare lists` writes frame lists of the downloaded frames
+            "data/something-something-v1/val.txt",
+            True,
+            "prepare lists --dataset NAME --manual_dir DOWNLOAD_DIR "
+            "--output data/something-something-v1`",
+        ),
+        (
+            "data/ucf101/train_split1.txt",
+            False,
+            "prepare lists --dataset NAME --manual_dir DOWNLOAD_DIR --output data/ucf101`",
+        ),
+    ],
+)
+def test_missing_list_names_the_command_that_writes_it(
+    tmp_path, monkeypatch, path, with_num_frames, command
+):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=f"^{path}: cannot read list file") as error:
+        read_list(path, with_num_frames=with_num_frames)
+    assert f"`python -m tea_jax.data.{command}" in error.value.hint
 
 
 def test_prepare_docs_section_exists():

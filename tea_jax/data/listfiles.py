@@ -62,15 +62,16 @@ def _parse_line(line: str, with_num_frames: bool, root: str, num_classes: int | 
 
 
 def _missing_list_hint(list_path: str, with_num_frames: bool) -> str:
-    """The documented command that writes ``list_path`` (docs/data.md's layout: the video lists
-    of ``prepare lists`` in DIR, the frame folders and their lists in DIR/frames)."""
+    """The documented command that writes ``list_path``, in docs/data.md's layout: ``prepare
+    lists`` writes the lists of DIR (video lists, or the frame lists of Something-Something V1's
+    downloaded frames), ``prepare frames`` the frame folders and their lists in DIR/frames."""
     folder, _, name = list_path.rpartition("/")
+    parent, _, folder_name = folder.rpartition("/")
     folder = folder or "."
-    if with_num_frames:
-        video_list = f"{folder.rpartition('/')[0] or '.'}/{name}"
+    if with_num_frames and folder_name == "frames":
         command = (
-            f"python -m tea_jax.data.prepare frames --list {video_list} --root VIDEO_DIR "
-            f"--output {folder} --short_side 256"
+            f"python -m tea_jax.data.prepare frames --list {parent or '.'}/{name} "
+            f"--root VIDEO_DIR --output {folder} --short_side 256"
         )
         return f"write it with `{command}`, after `prepare lists` ({PREPARE_DOCS})"
     command = (
