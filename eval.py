@@ -10,10 +10,10 @@ evaluated. Writes ``eval_<protocol>.json``, ``confusion_<protocol>.png`` and
 """
 
 import jax
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from tea_jax import storage
+from tea_jax import cli
 from tea_jax.train import distributed, evaluation
 
 FLAGS = flags.FLAGS
@@ -35,21 +35,18 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
     distributed.start(argv)
-    try:
-        summaries = evaluation.run_evaluation(
-            FLAGS.config,
-            FLAGS.workdir,
-            protocols=FLAGS.protocols,
-            split=FLAGS.split,
-            checkpoint=FLAGS.checkpoint,
-            class_names=evaluation.read_class_names(FLAGS.labels),
-        )
-    except storage.StorageError as e:
-        raise SystemExit(f"Error: {e}") from None
+    summaries = evaluation.run_evaluation(
+        FLAGS.config,
+        FLAGS.workdir,
+        protocols=FLAGS.protocols,
+        split=FLAGS.split,
+        checkpoint=FLAGS.checkpoint,
+        class_names=evaluation.read_class_names(FLAGS.labels),
+    )
     if jax.process_index() == 0:
         print(f"Checkpoint: {summaries[0]['checkpoint']} ({FLAGS.split} split)")
         print(evaluation.format_table(summaries))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run_absl(main)

@@ -11,11 +11,11 @@ SLURM clusters, or from ``--coordinator_address``, ``--num_processes`` and ``--p
 import logging
 
 import jax
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from tea_jax import storage
-from tea_jax.train import distributed, state_checkpoints, trainer
+from tea_jax import cli
+from tea_jax.train import distributed, trainer
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
@@ -28,15 +28,7 @@ def main(argv):
     logging.info(
         "Process %d of %d, devices: %s", jax.process_index(), jax.process_count(), jax.devices()
     )
-    try:
-        results = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    except (
-        trainer.WorkdirError,
-        state_checkpoints.CheckpointError,
-        state_checkpoints.CheckpointSaveError,
-        storage.StorageError,
-    ) as e:
-        raise SystemExit(f"Error: {e}") from None
+    results = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     if results and jax.process_index() == 0:
         print(
             f"Final validation top-1 {100 * results['top1']:.2f}%, "
@@ -46,4 +38,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run_absl(main)

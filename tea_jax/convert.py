@@ -34,13 +34,14 @@ import json
 import os
 import re
 import struct
-import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import flax
 import numpy as np
 
+from tea_jax import cli
+from tea_jax.errors import ConfigError, NotFoundError
 from tea_jax.model_files import abstract_variables, save_model
 from tea_jax.registry import create_model
 
@@ -82,8 +83,25 @@ _WRAPPER_PREFIXES = ("module.", "model.")
 _SAFETENSORS_HEADER = struct.Struct("<Q")
 
 
-class ConversionError(ValueError):
+# The released PyTorch weights of each kind, as downloaded (see the module docstring).
+RELEASED_FILES = {
+    "res2net50": "res2net50_26w_4s-06e79181.pth",
+    "resnet50": "resnet50-0676ba61.pth",
+    "tea": "ckpt.best.pth.tar",
+}
+
+
+class ConversionError(ConfigError):
     """A PyTorch file that cannot be converted; the message names the file and the reason."""
+
+
+def command_line(kind: str, output: str, *, num_segments: int | None = None) -> str:
+    """The command that converts the released weights of ``kind`` into ``output``."""
+    segments = f" --num-segments {num_segments}" if kind == "tea" else ""
+    return (
+        f"python -m tea_jax.convert {kind} --input {RELEASED_FILES[kind]}{segments} "
+        f"--output {output}"
+    )
 
 
 def _import_torch(path: str):
@@ -200,7 +218,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such file")
+        raise NotFoundError(
+            f"{path}: no such file", hint="docs/conversion.md says where the weights come from"
+        )
     raw = _read_safetensors(path) if is_safetensors(path) else _read_pth(path)
     if not raw:
         raise ConversionError(f"{path} holds no tensors.")
@@ -430,6 +450,7 @@ def convert(
     return name, options
 
 
+@cli.command
 def main(argv: Sequence[str] | None = None) -> None:
     """Command line entry point (see the module docstring)."""
     parser = argparse.ArgumentParser(
@@ -448,16 +469,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--num-segments", type=int, help="frames per clip (tea only)")
     parser.add_argument("--model", help="registry model of a tea checkpoint (default tea50)")
     args = parser.parse_args(argv)
-    try:
-        convert(
-            args.kind,
-            args.input,
-            args.output,
-            num_segments=args.num_segments,
-            model_name=args.model,
-        )
-    except (ConversionError, FileNotFoundError, FileExistsError) as e:
-        sys.exit(f"error: {e}")
+    convert(
+        args.kind,
+        args.input,
+        args.output,
+        num_segments=args.num_segments,
+        model_name=args.model,
+    )
 
 
 if __name__ == "__main__":

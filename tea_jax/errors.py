@@ -19,3 +19,15 @@ class UserError(Exception):
         super().__init__(message)
         if hint is not None:
             self.hint = hint
+
+
+class ConfigError(UserError, ValueError):
+    """A config value, a flag or a recorded model option that cannot be used as given."""
+
+
+class NotFoundError(UserError, FileNotFoundError):
+    """A file or folder that the command needs does not exist."""
+
+
+class ExistsError(UserError, FileExistsError):
+    """A file or folder that the command would overwrite exists already."""

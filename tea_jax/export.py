@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,8 +30,9 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from tea_jax import storage
+from tea_jax import cli, storage
 from tea_jax.data.normalization import IMAGENET_MEAN, IMAGENET_STD, normalize
+from tea_jax.errors import ConfigError
 from tea_jax.inference import read_preprocessing
 from tea_jax.model_files import load_model
 
@@ -70,7 +70,7 @@ def export_model(
     """
     unknown = sorted(set(platforms) - set(PLATFORMS))
     if unknown or not platforms:
-        raise ValueError(
+        raise ConfigError(
             f"platforms {list(platforms)}: expected one or more of {', '.join(PLATFORMS)}"
         )
     (batch,) = jax.export.symbolic_shape("N")
@@ -128,6 +128,7 @@ def export_checkpoint(
     return description
 
 
+@cli.command
 def main(argv: Sequence[str] | None = None) -> None:
     """Command line entry point (see the module docstring)."""
     parser = argparse.ArgumentParser(
@@ -144,16 +145,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--num-segments", type=int, help="frames per clip (default: as trained)")
     parser.add_argument("--image-size", type=int, help="frame side (default: as trained, or 224)")
     args = parser.parse_args(argv)
-    try:
-        description = export_checkpoint(
-            args.checkpoint,
-            args.output,
-            platforms=[p for p in args.platforms.split(",") if p],
-            num_segments=args.num_segments,
-            image_size=args.image_size,
-        )
-    except (FileNotFoundError, ValueError, storage.StorageError) as e:
-        sys.exit(f"error: {e}")
+    description = export_checkpoint(
+        args.checkpoint,
+        args.output,
+        platforms=[p for p in args.platforms.split(",") if p],
+        num_segments=args.num_segments,
+        image_size=args.image_size,
+    )
     print(
         f"Exported {args.checkpoint} to {args.output} for {', '.join(description['platforms'])}: "
         f"uint8 {tuple(description['input']['shape'])} -> logits "

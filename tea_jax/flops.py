@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax.extend import core
 
+from tea_jax import cli
 from tea_jax.modules.layers import SHIFTED_CONV_SCOPE
 from tea_jax.registry import MODELS, count_params, create_model
 
@@ -130,6 +131,7 @@ def model_report(name: str, num_segments: int, resolution: int, num_classes: int
     }
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tea50", choices=sorted(MODELS))

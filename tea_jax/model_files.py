@@ -26,6 +26,7 @@ import orbax.checkpoint as ocp
 from flax import linen as nn
 
 from tea_jax import storage
+from tea_jax.errors import ConfigError, ExistsError, NotFoundError
 from tea_jax.registry import create_model
 
 MODEL_FILE = "model.json"
@@ -90,9 +91,9 @@ def save_model(
         raise ValueError(f"Variables have no 'params' collection: {list(variables)}.")
     for existing in (MODEL_FILE, VARIABLES_DIR):
         if storage.exists(storage.join(directory, existing)):
-            raise FileExistsError(
-                f"{storage.join(directory, existing)} exists; refusing to overwrite a checkpoint. "
-                "Remove it or choose another directory."
+            raise ExistsError(
+                f"{storage.join(directory, existing)} exists; refusing to overwrite a checkpoint.",
+                hint="remove it or choose another directory",
             )
     json_options = _json_options(options)
     create_model(name, **_model_options(json_options))  # Fails early on unknown names/options.
@@ -109,15 +110,16 @@ def read_model_info(directory: str | os.PathLike) -> tuple[str, dict[str, Any]]:
     """Returns the registry name and `create_model` options recorded in a checkpoint."""
     path = storage.join(directory, MODEL_FILE)
     if not storage.isfile(path):
-        raise FileNotFoundError(
-            f"{path} not found: {os.fspath(directory)!r} is not a tea_jax model checkpoint "
-            "(PyTorch weights are converted with `python -m tea_jax.convert`)."
+        raise NotFoundError(
+            f"{os.fspath(directory)}: not a tea_jax model checkpoint ({path} not found)",
+            hint="a training run exports its model to WORKDIR/model; PyTorch weights are "
+            "converted with `python -m tea_jax.convert` (docs/conversion.md)",
         )
     try:
         info = json.loads(storage.read_text(path))
         name, options = info["name"], info["options"]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ValueError(f"{path} is not a valid model description: {e!r}.") from e
+        raise ConfigError(f"{path} is not a valid model description: {e!r}.") from e
     return name, _model_options(options)
 
 
@@ -125,12 +127,13 @@ def read_variables(directory: str | os.PathLike) -> dict[str, Any]:
     """Reads the variables of a checkpoint as nested dicts of numpy arrays."""
     path = storage.join(storage.resolve(directory), VARIABLES_DIR)
     if not storage.isdir(path):
-        raise FileNotFoundError(f"{path} not found: the checkpoint has no variables.")
+        raise NotFoundError(f"{path} not found: the checkpoint has no variables.")
     with ocp.StandardCheckpointer() as checkpointer:
         metadata = checkpointer.metadata(path).item_metadata
         if metadata is None:
-            raise ValueError(f"{path} is not a readable Orbax checkpoint.")
-        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), dict(metadata.tree))
+            raise ConfigError(f"{path} is not a readable Orbax checkpoint.")
+        # Into host memory: the devices that wrote the checkpoint need not exist here.
+        target = jax.tree.map(lambda m: np.empty(m.shape, m.dtype), dict(metadata.tree))
         tree = checkpointer.restore(path, target)
     return jax.tree.map(np.asarray, tree)
 
@@ -188,7 +191,7 @@ def load_model(
     name, options = read_model_info(directory)
     for option, wanted in (("num_classes", num_classes), ("num_segments", num_segments)):
         if wanted is not None and options.get(option) != wanted:
-            raise ValueError(
+            raise ConfigError(
                 f"{directory} holds {name} with {option}={options.get(option)}, "
                 f"but {option}={wanted} was requested."
             )
@@ -197,7 +200,7 @@ def load_model(
     found = _flatten(read_variables(directory))
     differences = _describe_differences(found, expected)
     if differences:
-        raise ValueError(
+        raise ConfigError(
             f"The variables in {directory} do not fit {name} with options {options}:\n  "
             + "\n  ".join(differences)
         )

@@ -24,9 +24,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from tea_jax import long_video, storage, video_lists
+from tea_jax import cli, long_video, storage, video_lists
 from tea_jax.data.errors import DataError
-from tea_jax.errors import UserError
+from tea_jax.errors import ConfigError
 from tea_jax.predictor import Predictor
 
 
@@ -49,11 +49,11 @@ def _whole_videos(predictor: Predictor, videos: list[str], top_k: int) -> None:
 def _check(args: argparse.Namespace, many: bool) -> None:
     """Settings errors, before the model is loaded."""
     if args.window and (many or len(args.videos) != 1):
-        raise UserError(f"--window scores one video file, got {args.list or args.videos}")
+        raise ConfigError(f"--window scores one video file, got {args.list or args.videos}")
     if many and len([args.list] if args.list else args.videos) != 1:
-        raise UserError("give one list file (--list) or one folder, without other videos")
+        raise ConfigError("give one list file (--list) or one folder, without other videos")
     if many and not args.output:
-        raise UserError(
+        raise ConfigError(
             "many videos need --output (the results file; a re-run skips its videos)",
             hint="add --output predictions.jsonl (or .csv)",
         )
@@ -96,6 +96,8 @@ def _many(predictor: Predictor, args: argparse.Namespace) -> None:
         sys.exit(f"{len(failed)} of {len(paths)} videos could not be read (a re-run retries them).")
 
 
+@cli.command
+@cli.command
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="model checkpoint directory")
@@ -125,25 +127,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     many = bool(args.list) or any(storage.isdir(v) for v in args.videos)
     if not many and not args.videos:
         parser.error("give video files, a folder or --list")
-    try:
-        _check(args, many)
-        predictor = Predictor(
-            args.checkpoint,
-            labels=args.labels,
-            image_size=args.image_size,
-            short_side=args.short_side,
-            num_clips=args.clips,
-            seed=args.seed,
-            batch_size=args.batch if (many or args.window) else 1,
-        )
-        if args.window:
-            _windows(predictor, args)
-        elif many:
-            _many(predictor, args)
-        else:
-            _whole_videos(predictor, args.videos, args.top_k)
-    except (FileNotFoundError, ValueError, DataError, storage.StorageError, UserError) as e:
-        sys.exit(f"error: {e}")
+    _check(args, many)
+    predictor = Predictor(
+        args.checkpoint,
+        labels=args.labels,
+        image_size=args.image_size,
+        short_side=args.short_side,
+        num_clips=args.clips,
+        seed=args.seed,
+        batch_size=args.batch if (many or args.window) else 1,
+    )
+    if args.window:
+        _windows(predictor, args)
+    elif many:
+        _many(predictor, args)
+    else:
+        _whole_videos(predictor, args.videos, args.top_k)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from tea_jax import inference
 from tea_jax.data.listfiles import Entry, read_class_names
 from tea_jax.data.pipeline import EvalReader
 from tea_jax.data.sources import VideoFileSource
-from tea_jax.errors import UserError
+from tea_jax.errors import ConfigError
 from tea_jax.model_files import load_model
 
 
@@ -38,13 +38,13 @@ class Predictor:
         batch_size: int = 1,
     ):
         if batch_size < 1:
-            raise UserError(f"--batch must be at least 1, got {batch_size}")
+            raise ConfigError(f"--batch must be at least 1, got {batch_size}")
         self.model, self.variables = load_model(checkpoint)
         preprocess, self.names = inference.read_preprocessing(checkpoint)
         if labels:
             self.names = read_class_names(labels)
         if self.names is not None and len(self.names) != self.model.num_classes:
-            raise ValueError(
+            raise ConfigError(
                 f"{labels or checkpoint}: {len(self.names)} class names for a model of "
                 f"{self.model.num_classes} classes."
             )

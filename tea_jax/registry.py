@@ -6,6 +6,7 @@ from collections.abc import Callable
 import flax.linen as nn
 import jax
 
+from tea_jax.errors import ConfigError
 from tea_jax.modules import Res2NetBlock, ResNetBlock, VideoResNet
 
 _res2net50 = functools.partial(VideoResNet, block=Res2NetBlock)
@@ -45,7 +46,7 @@ def create_model(name: str, *, num_classes: int, num_segments: int, **options) -
       `video` `(N, T, H, W, 3)`.
     """
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}")
+        raise ConfigError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}")
     return MODELS[name](num_classes=num_classes, num_segments=num_segments, **options)
 
 

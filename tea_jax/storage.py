@@ -23,19 +23,21 @@ from typing import IO, Any, TypeVar
 
 from etils import epath
 
+from tea_jax.errors import UserError
+
 PathLike = str | os.PathLike
 _T = TypeVar("_T")
 
 
-class StorageError(OSError):
+class StorageError(UserError, OSError):
     """A path cannot be read or written; the message is one line naming the path and the reason.
 
     Attributes:
       reason: the reason alone (without the path).
     """
 
-    def __init__(self, message: str, reason: str = ""):
-        super().__init__(message)
+    def __init__(self, message: str, reason: str = "", hint: str | None = None):
+        super().__init__(message, hint=hint)
         self.reason = reason or message
 
 

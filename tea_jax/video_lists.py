@@ -22,7 +22,7 @@ from tea_jax import storage
 from tea_jax.data import listfiles
 from tea_jax.data.errors import DataError
 from tea_jax.data.pipeline import read_in_workers
-from tea_jax.errors import UserError
+from tea_jax.errors import ConfigError
 from tea_jax.predictor import Predictor, softmax, top_classes
 
 
@@ -149,7 +149,7 @@ def predict_videos(
       ``(videos scored, {path: reason} of those that could not be read)``.
     """
     if workers < 0:
-        raise UserError(f"--workers must be 0 or more, got {workers}")
+        raise ConfigError(f"--workers must be 0 or more, got {workers}")
     todo = [i for i, path in enumerate(paths) if path not in output.done]
     if not todo:
         return 0, {}

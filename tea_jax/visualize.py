@@ -29,7 +29,6 @@ import dataclasses
 import functools
 import io
 import os
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,10 +37,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tea_jax import storage
-from tea_jax.data.errors import DataError
+from tea_jax import cli, storage
 from tea_jax.data.normalization import normalize
 from tea_jax.data.video import write_video
+from tea_jax.errors import ConfigError
 from tea_jax.predictor import Predictor
 
 HEAT_ALPHA = 0.45
@@ -144,7 +143,7 @@ def explain(
     """
     requested = -1 if class_index is None else class_index
     if not -1 <= requested < model.num_classes:
-        raise ValueError(f"class {class_index} is outside [0, {model.num_classes})")
+        raise ConfigError(f"class {class_index} is outside [0, {model.num_classes})")
     out = _explain(model, variables, jnp.asarray(clip), jnp.int32(requested))
     out = jax.tree.map(np.asarray, out)
     return Explanation(
@@ -286,9 +285,10 @@ def _class_index(value: str | None, names: Sequence[str]) -> int | None:
         return list(names).index(value)
     if value.isdigit() and int(value) < len(names):
         return int(value)
-    raise ValueError(f"--class {value!r} is neither a class name nor an index below {len(names)}")
+    raise ConfigError(f"--class {value!r} is neither a class name nor an index below {len(names)}")
 
 
+@cli.command
 def main(argv: Sequence[str] | None = None) -> None:
     """Command line entry point (see the module docstring)."""
     parser = argparse.ArgumentParser(
@@ -303,19 +303,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--image-size", type=int, help="crop side (default: as trained)")
     parser.add_argument("--short-side", type=int, help="resize short side (default: as trained)")
     args = parser.parse_args(argv)
-    try:
-        predictor = Predictor(
-            args.checkpoint,
-            labels=args.labels,
-            image_size=args.image_size,
-            short_side=args.short_side,
-        )
-        model, variables = predictor.model, predictor.variables
-        names = predictor.names
-        clip = predictor.views(args.video)[0]
-        explanation = explain(model, variables, clip, _class_index(args.class_, names))
-    except (FileNotFoundError, ValueError, DataError) as e:
-        sys.exit(f"error: {e}")
+    predictor = Predictor(
+        args.checkpoint,
+        labels=args.labels,
+        image_size=args.image_size,
+        short_side=args.short_side,
+    )
+    model, variables = predictor.model, predictor.variables
+    names = predictor.names
+    clip = predictor.views(args.video)[0]
+    explanation = explain(model, variables, clip, _class_index(args.class_, names))
     plot(clip, explanation, names, args.output)
     if args.mp4:
         write_overlay_video(clip, explanation, args.mp4)

@@ -1,10 +1,13 @@
 """Every test process compiles fast, as its subprocesses do (see `fast_compile`), and keeps JAX's
 persistent compilation cache in a temporary folder (not the user's); `gcs` is a Cloud Storage
-API on localhost (see `gcs_server`); `trained` is the briefly trained reduced TEA of
-`synthetic_model`, trained once per test process."""
+API on localhost (see `gcs_server`); `user_error` expects a command line to stop on a user's
+mistake; `trained` is the briefly trained reduced TEA of `synthetic_model`, trained once per test
+process."""
 
 import atexit
+import contextlib
 import os
+import re
 import shutil
 import tempfile
 
@@ -45,3 +48,20 @@ def trained():
     import synthetic_model
 
     return synthetic_model.trained()
+
+
+@pytest.fixture
+def user_error(capsys):
+    """``with user_error(pattern):`` around a command line's ``main``: it must exit with status 2
+    after printing ``error: ...`` on stderr, ``pattern`` matching from there on (the message and
+    its hint; see ``tea_jax.cli``)."""
+
+    @contextlib.contextmanager
+    def expect(pattern: str):
+        with pytest.raises(SystemExit) as exit_info:
+            yield
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2, err
+        assert re.search(f"^error: .*{pattern}", err, re.MULTILINE | re.DOTALL), err
+
+    return expect

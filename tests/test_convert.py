@@ -458,9 +458,10 @@ def test_file_needing_arbitrary_unpickling(tmp_path, capsys, obj, name):
     torch.save({"state_dict": {"conv1.weight": torch.zeros(1)}, "args": obj}, tmp_path / "a.pth")
     with pytest.raises(SystemExit) as exit_info:
         run_convert("tea", tmp_path / "a.pth", tmp_path / "out", "--num-segments", 8)
-    message = str(exit_info.value.code)
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err
     assert message.startswith(f"error: {tmp_path / 'a.pth'} holds {name}, which is not")
-    assert "weights_only=False" in message and "\n" not in message
+    assert "weights_only=False" in message and "\n" not in message.rstrip("\n")
 
 
 def test_missing_file_and_missing_num_segments(tmp_path, capsys):

@@ -406,7 +406,7 @@ def _arrayrecord(root, output, *extra):
     prepare([*command.split(), *extra])
 
 
-def test_arrayrecord_resume_keeps_finished_shards(videos, capsys):
+def test_arrayrecord_resume_keeps_finished_shards(videos, capsys, user_error):
     _arrayrecord(videos, videos / "reference")
     reference = _records(videos / "reference", "train")
     assert [video[0] for video in reference] == [f"a/clip_{i}.mp4" for i in range(4)]
@@ -434,7 +434,7 @@ def test_arrayrecord_resume_keeps_finished_shards(videos, capsys):
     assert (again.st_ino, again.st_mtime_ns) == (kept.st_ino, kept.st_mtime_ns)
     assert not list(progress.glob("*.partial"))
 
-    with pytest.raises(SystemExit, match="other num_shards"):
+    with user_error("other num_shards"):
         prepare(
             f"arrayrecord --kind videos --list {videos}/videos.txt --root {videos}/videos "
             f"--output {output} --split train --num_shards 2 --workers 1".split()
@@ -443,19 +443,19 @@ def test_arrayrecord_resume_keeps_finished_shards(videos, capsys):
     assert _records(output, "train") == reference
 
 
-def test_frames_in_two_worker_processes_equal_one(videos):
+def test_frames_in_two_worker_processes_equal_one(videos, user_error):
     """The worker processes write the same folders, list and failures (about 10 s: spawning)."""
     _frames(videos, videos / "one")
     _frames(videos, videos / "two", "--workers", "2")
     assert _files(videos / "two") == _files(videos / "one")
-    with pytest.raises(SystemExit, match=r"other short_side \(short_side=16\)"):
+    with user_error(r"other short_side \(short_side=16\)"):
         prepare(
             f"frames --list {videos}/videos.txt --root {videos}/videos --output {videos}/two "
             "--short_side 32 --workers 1".split()
         )
 
 
-def test_full_disk_stops_with_how_to_resume(videos, monkeypatch):
+def test_full_disk_stops_with_how_to_resume(videos, monkeypatch, user_error):
     import errno
 
     from tea_jax.data import prepare as prepare_module
@@ -465,7 +465,7 @@ def test_full_disk_stops_with_how_to_resume(videos, monkeypatch):
 
     _frames(videos, videos / "reference")
     monkeypatch.setattr(prepare_module.records, "encode_jpeg", full)
-    with pytest.raises(SystemExit, match=r"stopped at 0 of 6 videos done; .* run the same command"):
+    with user_error(r"stopped at 0 of 6 videos done.*\nhint: .*run the same command again"):
         _frames(videos, videos / "frames")
     monkeypatch.undo()
     _frames(videos, videos / "frames")

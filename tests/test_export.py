@@ -106,10 +106,10 @@ def test_loads_without_tea_jax_and_flax(model_dir, tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_bad_arguments(model_dir, tmp_path):
-    with pytest.raises(SystemExit, match="expected one or more of cpu, cuda, rocm, tpu"):
+def test_bad_arguments(model_dir, tmp_path, user_error):
+    with user_error("expected one or more of cpu, cuda, rocm, tpu"):
         export.main(
             ["--checkpoint", str(model_dir), "--output", str(tmp_path / "x"), "--platforms", "gpu"]
         )
-    with pytest.raises(SystemExit, match="not a tea_jax model checkpoint"):
+    with user_error("not a tea_jax model checkpoint"):
         export.main(["--checkpoint", str(tmp_path), "--output", str(tmp_path / "x")])

@@ -325,13 +325,15 @@ def test_the_long_synthetic_video_records_where_each_class_is():
     np.testing.assert_array_equal(frames[start:end], np.concatenate(videos))
 
 
-def test_settings_a_user_can_fix_are_named(model_dir, tmp_path):
+def test_settings_a_user_can_fix_are_named(model_dir, tmp_path, user_error):
     with pytest.raises(UserError, match="must be positive"):
         sliding_windows(100, FPS, 2.0, 0)
-    with pytest.raises(SystemExit, match="many videos need --output"):
+    with user_error("many videos need --output.*\nhint: add --output predictions.jsonl"):
         predict.main(["--checkpoint", str(model_dir), "--list", str(tmp_path / "videos.txt")])
-    with pytest.raises(SystemExit, match="--window scores one video file"):
+    with user_error("--window scores one video file"):
         predict.main(["--checkpoint", str(model_dir), "a.mp4", "b.mp4", "--window", "2"])
+    with user_error("video file does not exist"):
+        predict.main(["--checkpoint", str(model_dir), str(tmp_path / "no.mp4"), "--window", "2"])
 
 
 @pytest.mark.slow

@@ -140,7 +140,8 @@ def test_training_in_a_bucket_killed_and_resumed_matches_an_uninterrupted_run(ru
 @pytest.mark.slow
 def test_two_processes_share_a_bucket_workdir_and_both_resume(runs, reference, gcs):
     """Two processes (gloo collectives, one device each), killed after a checkpoint and started
-    again: one set of checkpoints holding both hosts' data positions; ~2 min."""
+    again: one set of checkpoints holding both hosts' data positions; then one process evaluates
+    the workdir. ~3 min."""
     workdir = f"{runs.bucket}/two_processes"
 
     def start_both():
@@ -174,6 +175,18 @@ def test_two_processes_share_a_bucket_workdir_and_both_resume(runs, reference, g
     assert not any("checkpoints-skipped" in f for f in files)
     assert len(losses(workdir)) == TOTAL_STEPS
     assert os.listdir(runs.cwd) == []
+
+    # One process evaluates what two wrote: the same metrics as the model exported from them.
+    eval_py = [os.path.join(ROOT, "eval.py"), "--config"]
+    eval_py += [os.path.join(ROOT, "configs", "synthetic_tea8.py"), "--protocols=efficient"]
+    eval_py += _overrides(runs.data, runs.cache)
+    out = runs.run([*eval_py, f"--workdir={workdir}"])
+    assert "Traceback" not in out and "Sharding info" not in out, out[-3000:]
+    from_workdir = json.loads(storage.read_text(f"{workdir}/eval_efficient.json"))
+    runs.run([*eval_py, f"--workdir={workdir}/model_eval", f"--checkpoint={workdir}/model"])
+    from_model = json.loads(storage.read_text(f"{workdir}/model_eval/eval_efficient.json"))
+    for key in ("top1", "top5", "mean_class_accuracy", "loss", "per_class_accuracy"):
+        assert from_workdir[key] == from_model[key], key
 
 
 @pytest.mark.slow
@@ -232,7 +245,7 @@ def test_unreachable_storage_is_one_line_naming_the_url(runs):
     assert proc.returncode != 0
     lines = (proc.stdout + proc.stderr).strip().splitlines()
     assert len(lines) == 1, lines[-30:]
-    assert lines[0].startswith(f"Error: --workdir {workdir} is not writable: "), lines
+    assert lines[0].startswith(f"error: --workdir {workdir} is not writable: "), lines
     assert os.listdir(runs.cwd) == []
 
 

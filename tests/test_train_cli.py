@@ -148,7 +148,7 @@ def test_unwritable_workdir_fails_at_start_with_one_line(tmp_path):
     proc = subprocess.run(
         [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
     )
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert "Traceback" not in proc.stderr, proc.stderr
-    expected = f"Error: --workdir {workdir} is not writable: Not a directory"
+    expected = f"error: --workdir {workdir} is not writable: Not a directory"
     assert proc.stderr.strip().splitlines()[-1] == expected, proc.stderr

@@ -40,7 +40,7 @@ def test_heat_map_peak_on_the_shape(trained):
     assert rate >= 0.65 and rate >= chance_rate + 0.1, (rate, chance_rate)
 
 
-def test_explanation_and_command_line(untrained, tmp_path):
+def test_explanation_and_command_line(untrained, tmp_path, user_error):
     """Contributions add up to the logit; `--class` picks the class; the PNG and mp4 are written."""
     model, variables, clips, _ = untrained
     explanation = visualize.explain(model, variables, clips[0], class_index=3)
@@ -73,7 +73,7 @@ def test_explanation_and_command_line(untrained, tmp_path):
     assert (tmp_path / "out.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with VideoFile(str(tmp_path / "out.mp4")) as video:
         assert video.num_frames == T
-    with pytest.raises(SystemExit, match="neither a class name nor an index"):
+    with user_error("neither a class name nor an index"):
         visualize.main(
             [
                 str(tmp_path / "clip.mp4"),

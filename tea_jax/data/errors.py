@@ -1,7 +1,9 @@
 """Errors raised for bad input data."""
 
+from tea_jax.errors import UserError
 
-class DataError(Exception):
+
+class DataError(UserError):
     """An example that cannot be read: names the file and the reason.
 
     Attributes:
@@ -9,13 +11,13 @@ class DataError(Exception):
       reason: what is wrong with it.
     """
 
-    def __init__(self, path: str, reason: str):
-        super().__init__(f"{path}: {reason}")
+    def __init__(self, path: str, reason: str, hint: str | None = None):
+        super().__init__(f"{path}: {reason}", hint=hint)
         self.path = path
         self.reason = reason
 
     def __reduce__(self):
-        return type(self), (self.path, self.reason)
+        return type(self), (self.path, self.reason, self.hint)
 
 
 class ListFileError(DataError):

@@ -15,6 +15,8 @@ from tea_jax import storage
 from tea_jax.data.errors import DataError, ListFileError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")
+# The section of docs/data.md with the commands that write the lists of each dataset.
+PREPARE_DOCS = "docs/data.md#preparing-ucf101-hmdb51-kinetics-400-something-something-v1v2"
 # Class names, one per line, line i naming label i: written beside the lists by
 # `tea_jax.data.prepare`, copied beside exported models.
 CLASSES_FILE = "classes.txt"
@@ -59,6 +61,40 @@ def _parse_line(line: str, with_num_frames: bool, root: str, num_classes: int | 
     return Entry(storage.join(root, fields[0]), label, num_frames)
 
 
+def _missing_list_hint(list_path: str, with_num_frames: bool) -> str:
+    """The documented command that writes ``list_path``, in docs/data.md's layout: ``prepare
+    lists`` writes the lists of DIR (video lists, or the frame lists of Something-Something V1's
+    downloaded frames), ``prepare frames`` the frame folders and their lists in DIR/frames."""
+    folder, _, name = list_path.rpartition("/")
+    parent, _, folder_name = folder.rpartition("/")
+    folder = folder or "."
+    if with_num_frames and folder_name == "frames":
+        command = (
+            f"python -m tea_jax.data.prepare frames --list {parent or '.'}/{name} "
+            f"--root VIDEO_DIR --output {folder} --short_side 256"
+        )
+        return f"write it with `{command}`, after `prepare lists` ({PREPARE_DOCS})"
+    command = (
+        f"python -m tea_jax.data.prepare lists --dataset NAME --manual_dir DOWNLOAD_DIR "
+        f"--output {folder}"
+    )
+    return f"write it with `{command}` ({PREPARE_DOCS})"
+
+
+def _format_hint(line: str, with_num_frames: bool) -> str | None:
+    """The source that reads ``line`` when it is a line of the other kind of list."""
+    fields = line.split()
+    names_video = fields and fields[0].lower().endswith(VIDEO_EXTENSIONS)
+    if with_num_frames and len(fields) == 2 and names_video:
+        return "this is a list of video files (path label): --config.data.source=videos reads it"
+    if not with_num_frames and len(fields) == 3 and not names_video:
+        return (
+            "this is a list of frame folders (path num_frames label): "
+            "--config.data.source=frames reads it"
+        )
+    return None
+
+
 def read_list(
     list_path: str,
     *,
@@ -88,7 +124,8 @@ def read_list(
     try:
         lines = storage.read_text(list_path).splitlines()
     except OSError as e:
-        raise DataError(list_path, f"cannot read list file ({e.strerror or e})") from None
+        hint = None if storage.exists(list_path) else _missing_list_hint(list_path, with_num_frames)
+        raise DataError(list_path, f"cannot read list file ({e.strerror or e})", hint) from None
     entries, bad = [], []
     for number, line in enumerate(lines, 1):
         if not line.strip() or line.lstrip().startswith("#"):
@@ -96,17 +133,21 @@ def read_list(
         try:
             entries.append(_parse_line(line, with_num_frames, root, num_classes))
         except ValueError as e:
-            error = ListFileError(f"{list_path}:{number}", f"{e}: {line!r}")
+            error = ListFileError(
+                f"{list_path}:{number}", f"{e}: {line!r}", _format_hint(line, with_num_frames)
+            )
             if on_error == "raise":
                 raise error from None
-            logging.warning("skipping %s", error)
             bad.append(error)
     if len(bad) > max_bad_fraction * (len(entries) + len(bad)):
         raise ListFileError(
             bad[0].path,
             f"{len(bad)} of {len(entries) + len(bad)} lines are bad, more than "
             f"max_bad_fraction={max_bad_fraction}; first: {bad[0].reason}",
+            bad[0].hint,
         )
+    for error in bad:
+        logging.warning("skipping %s", error)
     if not entries:
         raise DataError(list_path, "list file has no entries")
     return entries

@@ -41,7 +41,7 @@ import msgpack
 import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from tea_jax import storage
+from tea_jax import cli, storage
 from tea_jax.data import datasets, records
 from tea_jax.data.errors import DataError
 from tea_jax.data.listfiles import (
@@ -55,6 +55,7 @@ from tea_jax.data.listfiles import (
 from tea_jax.data.sources import jpeg_frames
 from tea_jax.data.video import iter_frames
 from tea_jax.data.workers import exit_with_parent_init
+from tea_jax.errors import UserError
 
 FRAME_TEMPLATE = "img_{:05d}.jpg"
 # A video's frames are written into FOLDER + PARTIAL, renamed to FOLDER once complete.
@@ -96,9 +97,9 @@ def _run(function: Callable, items: Sequence, workers: int, ordered: bool) -> It
             try:
                 result = future.result()
             except concurrent.futures.process.BrokenProcessPool as e:
-                raise SystemExit(
-                    f"a worker process died ({e}); what was finished is kept: run the same "
-                    "command again to resume"
+                raise UserError(
+                    f"a worker process died ({e})",
+                    hint="what was finished is kept: run the same command again to resume",
                 ) from None
             yield result
 
@@ -142,9 +143,11 @@ class _Progress:
     def __exit__(self, kind, error, traceback) -> None:
         self.close()
         if isinstance(error, OSError):  # a full disk, a lost mount: not the video's fault
-            raise SystemExit(
-                f"{error}\nstopped at {self.done_before + self.done} of {self._bar.total} videos "
-                "done; what was finished is kept: run the same command again to resume"
+            raise UserError(
+                f"{error}; stopped at {self.done_before + self.done} of {self._bar.total} videos "
+                "done",
+                hint="what was finished is kept: fix the cause and run the same command again "
+                "to resume",
             ) from None
 
     def summary(self, total: int) -> str:
@@ -197,10 +200,10 @@ def _check_options(path: str, options: dict, overwrite: bool) -> None:
             before = json.load(f)
         changed = sorted(k for k in options if before.get(k) != options[k])
         if changed:
-            raise SystemExit(
+            raise UserError(
                 f"{path}: part of the output was written with other {', '.join(changed)} "
-                f"({', '.join(f'{k}={before.get(k)}' for k in changed)}); run the command as it "
-                "was, or pass --overwrite to write every video again"
+                f"({', '.join(f'{k}={before.get(k)}' for k in changed)})",
+                hint="run the command as it was, or pass --overwrite to write every video again",
             )
     storage.write_text(path, json.dumps(options, indent=2))
 
@@ -218,7 +221,7 @@ def extract_frames(args) -> None:
     video_of = {}
     for video, folder in folder_of.items():
         if video_of.setdefault(folder, video) != video:
-            raise SystemExit(f"{video_of[folder]} and {video} would both be written to {folder}")
+            raise UserError(f"{video_of[folder]} and {video} would both be written to {folder}")
     os.makedirs(args.output, exist_ok=True)
     _check_options(
         os.path.join(args.output, FRAME_OPTIONS),
@@ -282,9 +285,9 @@ class _ShardProgress:
             for path in records.shard_paths(output, split):
                 os.remove(path)
         elif not os.path.isfile(options_path) and records.shard_paths(output, split):
-            raise SystemExit(
-                f"{output} holds shards of split '{split}' without progress records; pass "
-                "--overwrite to write the split again"
+            raise UserError(
+                f"{output} holds shards of split '{split}' without progress records",
+                hint="pass --overwrite to write the split again",
             )
         os.makedirs(self.folder, exist_ok=True)
         _check_options(options_path, options, overwrite)
@@ -463,6 +466,7 @@ def build_tfds(args) -> None:
     print(f"prepared {name}: set data.source='tfds', data.tfds_name='{name}'")
 
 
+@cli.command
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],

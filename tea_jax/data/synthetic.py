@@ -38,6 +38,7 @@ import tempfile
 import cv2
 import numpy as np
 
+from tea_jax import cli
 from tea_jax.data.config import SyntheticOptions
 from tea_jax.data.video import write_video
 
@@ -385,6 +386,7 @@ def ensure(root: str, options: SyntheticOptions = DEFAULT_OPTIONS, workers: int 
     return root
 
 
+@cli.command
 def main(argv=None) -> None:
     defaults = SyntheticOptions()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

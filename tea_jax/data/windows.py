@@ -16,7 +16,7 @@ import numpy as np
 
 from tea_jax.data import sampling, transforms
 from tea_jax.data.video import VideoFile
-from tea_jax.errors import UserError
+from tea_jax.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,10 +60,10 @@ def sliding_windows(num_frames: int, fps: float, window: float, stride: float) -
     a stride) belong to no window.
 
     Raises:
-      UserError: `window` or `stride` is not positive.
+      ConfigError: `window` or `stride` is not positive.
     """
     if not window > 0 or not stride > 0:
-        raise UserError(
+        raise ConfigError(
             f"window ({window} s) and stride ({stride} s) must be positive",
             hint="e.g. --window 2.0 --stride 1.0",
         )

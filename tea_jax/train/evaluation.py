@@ -13,7 +13,8 @@ from jax.experimental import multihost_utils
 from tea_jax import data as data_lib
 from tea_jax import inference, storage
 from tea_jax.data import listfiles
-from tea_jax.model_files import load_model
+from tea_jax.errors import ConfigError, NotFoundError
+from tea_jax.model_files import abstract_variables, load_model
 from tea_jax.train import compilation_cache, model_setup, sharding, state_checkpoints
 from tea_jax.train import metrics as metrics_lib
 
@@ -141,9 +142,16 @@ def read_class_names(path: str | None) -> list[str] | None:
 
 
 def load_variables(
-    config: ml_collections.ConfigDict, workdir: str, checkpoint: str | None, num_classes: int
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    checkpoint: str | None,
+    num_classes: int,
+    mesh: jax.sharding.Mesh,
 ) -> tuple[nn.Module, dict[str, Any], str]:
-    """The model and variables to evaluate.
+    """The model and its variables to evaluate, replicated on ``mesh``.
+
+    A training checkpoint is read whatever the devices and hosts that wrote it: only its
+    ``params`` and ``batch_stats`` are restored, onto this run's mesh (not its optimizer state).
 
     Args:
       config: the run's config (model name and options).
@@ -152,23 +160,29 @@ def load_variables(
       checkpoint: a model checkpoint directory (``tea_jax.model_files.save_model``, the exported
         ``WORKDIR/model`` or the output of ``python -m tea_jax.convert``).
       num_classes: the dataset's class count, checked against the model.
+      mesh: the data mesh of this run.
 
     Returns:
       ``(model, variables, description)``.
     """
     if checkpoint:
         model, variables = load_model(checkpoint, num_classes=num_classes)
-        return model, variables, checkpoint
+        return model, sharding.replicate(variables, mesh), checkpoint
+    model = model_setup.build_model(config, num_classes)
     directory = storage.join(storage.resolve(workdir), "checkpoints")
     checkpointer = state_checkpoints.Checkpointer(directory, async_save=False)
     try:
         step = checkpointer.best_step() or checkpointer.latest_step()
         if step is None:
-            raise FileNotFoundError(f"No training checkpoint in {directory}; pass --checkpoint.")
-        variables = checkpointer.restore_variables(step)
+            raise NotFoundError(
+                f"No training checkpoint in {directory}",
+                hint="train into this --workdir first, or pass --checkpoint MODEL_DIR",
+            )
+        target = sharding.abstract(abstract_variables(model, config.num_segments), mesh)
+        variables = checkpointer.restore_variables(step, target)
     finally:
         checkpointer.close()
-    return model_setup.build_model(config, num_classes), variables, f"{directory}/{step}"
+    return model, variables, f"{directory}/{step}"
 
 
 def _print_on_first_host(message: str) -> None:
@@ -214,14 +228,14 @@ def run_evaluation(
             num_epochs=1,
         )
         if class_names is not None and len(class_names) != loader.num_classes:
-            raise ValueError(
-                f"{len(class_names)} class names for a dataset of {loader.num_classes} classes"
+            raise ConfigError(
+                f"--labels: {len(class_names)} class names for a dataset of "
+                f"{loader.num_classes} classes"
             )
         if model is None:
             model, variables, source = load_variables(
-                config, workdir, checkpoint, loader.num_classes
+                config, workdir, checkpoint, loader.num_classes, mesh
             )
-            variables = sharding.replicate(variables, mesh)
             eval_fn = make_eval_fn(model, mesh, config.score_average)
         with compilation_cache.report(
             "Evaluation step", _print_on_first_host, enabled=not summaries, timed=False

@@ -8,6 +8,8 @@ import jax.numpy as jnp
 import ml_collections
 
 import tea_jax
+from tea_jax import convert
+from tea_jax.errors import ConfigError, NotFoundError
 from tea_jax.model_files import read_model_info
 from tea_jax.train import sharding
 
@@ -36,15 +38,36 @@ def check_bn_groups(bn_group_clips: int, host_batch_size: int) -> None:
     """Checks that the clips of each host split into BatchNorm groups of ``bn_group_clips``.
 
     Raises:
-      ValueError: naming both numbers.
+      ConfigError: naming both numbers; the hint names the largest group size up to
+        ``bn_group_clips`` that fits.
     """
     if bn_group_clips < 0 or (bn_group_clips and host_batch_size % bn_group_clips):
-        raise ValueError(
+        fitting = max(d for d in range(1, max(bn_group_clips, 1) + 1) if host_batch_size % d == 0)
+        raise ConfigError(
             f"config.bn_group_clips={bn_group_clips} must be 0 (BatchNorm statistics over the "
             f"whole batch) or divide the batch per host, {host_batch_size} clips "
             f"(config.batch_size={host_batch_size * jax.process_count()} over "
-            f"{jax.process_count()} host(s))."
+            f"{jax.process_count()} host(s)).",
+            hint=f"pass --config.bn_group_clips={fitting} or --config.bn_group_clips=0",
         )
+
+
+def _read_init_from(config: ml_collections.ConfigDict) -> tuple[str, dict[str, Any]]:
+    """``read_model_info(config.init_from)``; a missing checkpoint names the command that writes
+    it: the conversion of the ImageNet weights of the model's backbone, or of a released TEA
+    checkpoint where ``init_from`` is a video model (a run's exported ``WORKDIR/model``)."""
+    try:
+        return read_model_info(config.init_from)
+    except NotFoundError as e:
+        if config.init_from.rstrip("/").rpartition("/")[2] == "model":
+            command = convert.command_line(
+                "tea", config.init_from, num_segments=config.num_segments
+            )
+            hint = f"train the run that exports it, or convert a released TEA: `{command}`"
+        else:
+            kind = "resnet50" if config.model.endswith("resnet50") else "res2net50"
+            hint = f"write it with `{convert.command_line(kind, config.init_from)}`"
+        raise NotFoundError(f"config.init_from {e}", hint=f"{hint} (docs/conversion.md)") from e
 
 
 def new_classifier(config: ml_collections.ConfigDict, num_classes: int) -> bool:
@@ -56,27 +79,29 @@ def new_classifier(config: ml_collections.ConfigDict, num_classes: int) -> bool:
     video model of another class count; loaded from a video model with the same class count.
 
     Raises:
-      ValueError: an unknown setting, or ``'false'`` where there is no classifier to load.
+      ConfigError: an unknown setting, or ``'false'`` where there is no classifier to load.
+      NotFoundError: ``config.init_from`` is not a model checkpoint; the hint is the command
+        that writes it.
     """
     setting = str(config.new_classifier).lower()
     if setting not in ("auto", "true", "false"):
-        raise ValueError(
+        raise ConfigError(
             f"config.new_classifier={config.new_classifier!r}: expected 'auto', 'true' or 'false'."
         )
     if setting == "true":
         return True
     if not config.init_from:
         if setting == "false":
-            raise ValueError(
+            raise ConfigError(
                 "config.new_classifier='false' loads the classifier from config.init_from, "
                 "which is empty."
             )
         return True
-    _, options = read_model_info(config.init_from)
+    _, options = _read_init_from(config)
     same_classes = options["num_classes"] == num_classes
     if setting == "false":
         if not same_classes:
-            raise ValueError(
+            raise ConfigError(
                 f"config.new_classifier='false', but {config.init_from} has "
                 f"{options['num_classes']} classes and the dataset {num_classes}."
             )

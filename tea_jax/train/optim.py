@@ -18,6 +18,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from tea_jax.errors import ConfigError
+
 GROUPS = ("weight", "bias", "bn", "fc_weight", "fc_bias", "frozen")
 
 
@@ -117,7 +119,7 @@ def create_schedule(
     elif config.schedule == "constant":
         main = optax.constant_schedule(base_lr)
     else:
-        raise ValueError(
+        raise ConfigError(
             f"Unknown optim.schedule {config.schedule!r}: use step, cosine or constant."
         )
     if warmup_steps <= 0:
@@ -154,7 +156,7 @@ def _group_transform(
             optax.add_decayed_weights(weight_decay),
             optax.scale_by_schedule(neg_lr),
         )
-    raise ValueError(f"Unknown optim.name {config.name!r}: use sgd or adamw.")
+    raise ConfigError(f"Unknown optim.name {config.name!r}: use sgd or adamw.")
 
 
 def create_optimizer(

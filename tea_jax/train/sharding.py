@@ -12,6 +12,8 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from tea_jax.errors import ConfigError
+
 DATA_AXIS = "data"
 
 
@@ -35,13 +37,15 @@ def per_host_batch_size(global_batch_size: int, *, what: str = "batch_size") -> 
     """Splits a global batch size over the hosts, checking that it divides the devices.
 
     Raises:
-      ValueError: if ``global_batch_size`` is not a multiple of the number of devices.
+      ConfigError: if ``global_batch_size`` is not a multiple of the number of devices.
     """
     devices = jax.device_count()
     if global_batch_size % devices:
-        raise ValueError(
+        fitting = max(global_batch_size // devices, 1) * devices
+        raise ConfigError(
             f"config.{what}={global_batch_size} must be a multiple of the number of devices "
-            f"({devices}); the batch is split evenly over them."
+            f"({devices}); the batch is split evenly over them.",
+            hint=f"pass --config.{what}={fitting}",
         )
     return global_batch_size // jax.process_count()
 
@@ -61,6 +65,13 @@ def shard_batch(batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[s
     return {
         k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()
     }
+
+
+def abstract(tree: Any, mesh: jax.sharding.Mesh) -> Any:
+    """``tree``'s shapes and dtypes as ``jax.ShapeDtypeStruct``s replicated on the mesh: the
+    target that a checkpoint restores onto, whatever the devices that wrote it."""
+    target = replicated(mesh)
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=target), tree)
 
 
 def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:

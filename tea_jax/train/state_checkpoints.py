@@ -3,8 +3,9 @@
 Layout of ``WORKDIR/checkpoints/<step>/``: ``state`` (Orbax pytree of :class:`TrainState`),
 ``data`` (the grain iterator state of every host, ``process_<i>-of-<n>.json``), ``meta`` (the
 size of the training split). Saves are asynchronous; the manager keeps the latest ``keep``
-checkpoints and the one with the best validation top-1. Restoring places the arrays on the
-current mesh, so a run can continue on a different number of devices. A checkpoint is trusted
+checkpoints and the one with the best validation top-1. Every restore names its target: the
+arrays go onto the shardings of the current mesh, so a run continues, and is evaluated, on any
+number of devices and hosts. A checkpoint is trusted
 only once it restores completely on every host; :meth:`Checkpointer.restore_latest` falls back to
 older ones.
 """
@@ -23,6 +24,7 @@ from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
 
 from tea_jax import storage
+from tea_jax.errors import UserError
 from tea_jax.train.state import TrainState
 
 STATE = "state"
@@ -31,18 +33,18 @@ META = "meta"
 _DATA_FILE = re.compile(r"process_(\d+)-of-(\d+)\.json")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """No checkpoint of a directory that holds some can be restored."""
 
 
-class CheckpointSaveError(RuntimeError):
+class CheckpointSaveError(UserError, RuntimeError):
     """Writing a checkpoint failed (the earlier ones are left as they were)."""
 
     def __init__(self, path: str, step: int, cause: BaseException):
         super().__init__(
-            f"Saving the checkpoint of step {step} to {path} failed: {cause}. The earlier "
-            "checkpoints are intact: fix the cause (e.g. free disk space) and run the same "
-            "command again to resume."
+            f"Saving the checkpoint of step {step} to {path} failed: {cause}",
+            hint="the earlier checkpoints are intact: fix the cause (e.g. free disk space) and "
+            "run the same command again to resume",
         )
         self.path, self.step = path, step
 
@@ -244,8 +246,8 @@ class Checkpointer:
         if skipped:
             raise CheckpointError(
                 f"No checkpoint in {self.directory} restores: "
-                + "; ".join(f"{path}: {reason}" for path, reason in skipped)
-                + ". Move the directory away to start from scratch."
+                + "; ".join(f"{path}: {reason}" for path, reason in skipped),
+                hint=f"move {self.directory} away to start from scratch",
             )
         return None
 
@@ -319,12 +321,31 @@ class Checkpointer:
             step, args=ocp.args.Composite(**{STATE: ocp.args.StandardRestore(abstract_state)})
         )[STATE]
 
-    def restore_variables(self, step: int) -> dict[str, Any]:
-        """Restores only ``params`` and ``batch_stats`` of ``step`` (as host numpy arrays)."""
-        restored = self.manager.restore(
-            step, args=ocp.args.Composite(**{STATE: ocp.args.PyTreeRestore()})
-        )[STATE]
-        return {"params": restored["params"], "batch_stats": restored["batch_stats"]}
+    def restore_variables(self, step: int, abstract_variables: dict[str, Any]) -> dict[str, Any]:
+        """Restores only ``params`` and ``batch_stats`` of ``step`` (not the optimizer state).
+
+        Args:
+          step: the step to restore.
+          abstract_variables: ``{'params', 'batch_stats'}`` as trees of ``jax.ShapeDtypeStruct``
+            with the target shardings (those of this run's mesh, whatever devices and hosts
+            wrote the checkpoint).
+
+        Raises:
+          CheckpointError: the checkpoint does not hold variables of these shapes (another model
+            or other model options).
+        """
+        restore = ocp.args.PyTreeRestore(
+            item=abstract_variables,
+            restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_variables),
+            partial_restore=True,
+        )
+        try:
+            return self.manager.restore(step, args=ocp.args.Composite(**{STATE: restore}))[STATE]
+        except ValueError as e:
+            raise CheckpointError(
+                f"{self.step_path(step)} does not hold the variables of the configured model "
+                f"({_reason(e)}); evaluate it with the config it was trained with."
+            ) from e
 
     def wait(self) -> None:
         """Blocks until the pending asynchronous save is written.

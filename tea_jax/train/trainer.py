@@ -15,6 +15,7 @@ from jax.experimental import multihost_utils
 from tea_jax import data as data_lib
 from tea_jax import storage
 from tea_jax.data.listfiles import CLASSES_FILE
+from tea_jax.errors import ConfigError, UserError
 from tea_jax.inference import write_preprocessing
 from tea_jax.model_files import init_from, save_model
 from tea_jax.train import (
@@ -30,11 +31,11 @@ from tea_jax.train.state import TrainState, create_train_state
 from tea_jax.train.step import train_step
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError, RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-class WorkdirError(RuntimeError):
+class WorkdirError(UserError, RuntimeError):
     """The work directory cannot be created or written."""
 
 
@@ -69,9 +70,10 @@ class Schedule:
     def from_config(cls, config: ml_collections.ConfigDict, num_examples: int) -> "Schedule":
         steps_per_epoch = num_examples // config.batch_size
         if steps_per_epoch < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"The training split has {num_examples} videos, fewer than one global batch "
-                f"(config.batch_size={config.batch_size})."
+                f"(config.batch_size={config.batch_size}).",
+                hint=f"pass a --config.batch_size of at most {num_examples}",
             )
         total = (
             config.total_steps if config.total_steps > 0 else config.num_epochs * steps_per_epoch
@@ -87,11 +89,6 @@ class Schedule:
                 else steps_per_epoch
             ),
         )
-
-
-def _abstract(tree: Any, mesh: jax.sharding.Mesh) -> Any:
-    replicated = sharding.replicated(mesh)
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), tree)
 
 
 def _init_from(
@@ -121,6 +118,7 @@ def create_state(
     Returns:
       ``(state, tx, lr_schedule, new_classifier)`` with the state replicated on the mesh.
     """
+    new_classifier = model_setup.new_classifier(config, model.num_classes)
     variables = model_setup.init_variables(
         model,
         num_segments=config.num_segments,
@@ -128,7 +126,6 @@ def create_state(
         rng=rng,
         mesh=mesh,
     )
-    new_classifier = model_setup.new_classifier(config, model.num_classes)
     logging.info(
         "Classifier: %s (config.new_classifier=%r).",
         "new" if new_classifier else f"loaded from {config.init_from}",
@@ -190,8 +187,8 @@ def check_finite(history: list[dict[str, jax.Array]], first_step: int, last_good
         step = first_step + int(bad[0]) + 1
         kept = f"the last good checkpoint is step {last_good}" if last_good else "no checkpoint"
         raise NonFiniteLossError(
-            f"The training loss is {losses[bad[0]]} at step {step}; stopping ({kept}). "
-            "Lower optim.lr, set optim.clip_norm, or check the data."
+            f"The training loss is {losses[bad[0]]} at step {step}; stopping ({kept}).",
+            hint="lower --config.optim.lr, set --config.optim.clip_norm, or check the data",
         )
 
 
@@ -288,7 +285,7 @@ def train_and_evaluate(
         keep_best=config.keep_best_checkpoints,
     )
     state, train_iter, resumed = _resume(
-        checkpointer, _abstract(state, mesh), train_loader, default=state
+        checkpointer, sharding.abstract(state, mesh), train_loader, default=state
     )
     start = resumed.step if resumed else 0
     last_good = start or None
@@ -379,15 +376,16 @@ def export_model(
     The model is recorded with float32 compute; ``tea_jax.load_model`` and ``eval.py
     --checkpoint`` read it.
     """
+    variables = state.variables
     best = checkpointer.best_step()
     if best is not None and best != int(state.step):
-        state = checkpointer.restore(best, _abstract(state, mesh))
+        variables = checkpointer.restore_variables(best, sharding.abstract(variables, mesh))
     path = storage.join(workdir, "model")
     if jax.process_index() == 0:
         storage.rmtree(path)
     multihost_utils.sync_global_devices("export_model")
     options = model_setup.model_options(config, num_classes) | {"dtype": "float32"}
-    save_model(path, config.model, options, jax.device_get(state.variables))
+    save_model(path, config.model, options, jax.device_get(variables))
     if jax.process_index() == 0:
         _save_preprocessing(config, path)
     return path
