@@ -9,7 +9,6 @@ it, and drops it once the last of them is assembled: memory holds about
 """
 
 import dataclasses
-import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -46,10 +45,6 @@ class Windows:
                 for start, end in zip(self.starts, self.ends, strict=True)
             ]
         )
-
-    def centres(self) -> np.ndarray:
-        """float (W,) frame position of each window's centre."""
-        return (self.starts + self.ends) / 2
 
 
 def sliding_windows(num_frames: int, fps: float, window: float, stride: float) -> Windows:
@@ -132,8 +127,3 @@ def window_clips(
             break
     if ready:
         yield np.array(ready), np.stack([clips.pop(w) for w in ready])
-
-
-def num_batches(num_windows: int, batch_size: int) -> int:
-    """Batches `window_clips` yields for `num_windows` windows."""
-    return math.ceil(num_windows / batch_size)
