@@ -268,9 +268,9 @@ def test_many_videos_as_csv_from_a_folder(model_dir, tmp_path):
 def test_timeline_of_concatenated_synthetic_videos_changes_at_their_boundaries(trained, tmp_path):
     """A long video of synthetic validation videos of different classes, end to end through the
     documented command with the briefly trained TEA of `synthetic_model` (its 200 training steps
-    take most of this test's 8.5 minutes on the shared 2-core machine). Measured: 86.0% of the 43
-    windows inside a segment have its class on top, and every change of the top class is within
-    a window's length of a boundary."""
+    take most of this test's 4 to 9 minutes on the shared 2-core machine: 203 s of 231 s in the
+    last run). Measured: 86.0% of the 43 windows inside a segment have its class on top, and every
+    change of the top class is within a window's length of a boundary."""
     variables = trained[1]
     model_dir = tmp_path / "model"
     options = {"num_classes": 8, "num_segments": 8, **SYNTHETIC_OPTIONS}
