@@ -12,6 +12,8 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from tea_jax.errors import UserError
+
 DATA_AXIS = "data"
 
 
@@ -35,13 +37,15 @@ def per_host_batch_size(global_batch_size: int, *, what: str = "batch_size") -> 
     """Splits a global batch size over the hosts, checking that it divides the devices.
 
     Raises:
-      ValueError: if ``global_batch_size`` is not a multiple of the number of devices.
+      UserError: if ``global_batch_size`` is not a multiple of the number of devices.
     """
     devices = jax.device_count()
     if global_batch_size % devices:
-        raise ValueError(
+        raise UserError(
             f"config.{what}={global_batch_size} must be a multiple of the number of devices "
-            f"({devices}); the batch is split evenly over them."
+            f"({devices}: {jax.local_device_count()} on each of {jax.process_count()} "
+            "process(es)); the batch is split evenly over them.",
+            hint=f"Pass --config.{what}= a multiple of {devices}, or change the number of devices.",
         )
     return global_batch_size // jax.process_count()
 
