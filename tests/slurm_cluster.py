@@ -63,7 +63,7 @@ SelectTypeParameters=CR_CPU
 MpiDefault=none
 JobRequeue=1
 ReturnToService=2
-KillWait=30
+KillWait=120
 SchedulerParameters=sched_interval=1
 SchedulerType=sched/builtin
 JobCompType=jobcomp/none

@@ -24,7 +24,7 @@ import slurm_cluster
 from fast_compile import cpu_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOTAL_STEPS = 12
+TOTAL_STEPS = 8
 # Two tasks on this one node, no GPUs; the script asks for GPU nodes.
 SBATCH_OPTIONS = ["--nodes=1", "--ntasks-per-node=2", "--gpus-per-node=0", "--cpus-per-task=1"]
 
