@@ -3,7 +3,9 @@ with a throw-away configuration, key, state and spool folder, on free ports.
 
 The client commands (``sbatch``, ``scontrol``, ``squeue``, ``scancel``) reach it through
 ``SLURM_CONF`` (see :attr:`SlurmCluster.env`); the configuration points them at this munged's
-socket. Only the three daemons started here are stopped, by their process ids.
+socket. Only the three daemons started here are stopped, by their process ids. ``KillWait`` (the
+time between a job's SIGTERM and its SIGKILL) is 120 s instead of SLURM's default 30 s: the
+tests' machine may be busy.
 """
 
 import contextlib
@@ -17,7 +19,10 @@ import tempfile
 import time
 from collections.abc import Iterator
 
+import local_servers
+
 INSTALL = "apt-get install -y slurm-wlm munge openmpi-bin"
+_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])  # the daemons
 
 
 def missing() -> str | None:
@@ -29,15 +34,6 @@ def missing() -> str | None:
     if os.geteuid() != 0:
         return "the SLURM daemons of the tests run as root"
     return None
-
-
-_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 _CONF = """\
@@ -121,8 +117,8 @@ def serve() -> Iterator[SlurmCluster]:
         _CONF.format(
             host=host,
             root=root,
-            ctld_port=_free_port(),
-            slurmd_port=_free_port(),
+            ctld_port=local_servers.free_port(),
+            slurmd_port=local_servers.free_port(),
             cpus=os.cpu_count(),
             # JAX's coordinator port follows the job id: clusters started side by side differ.
             first_job_id=random.randrange(1, 1_000_000),
@@ -157,10 +153,5 @@ def serve() -> Iterator[SlurmCluster]:
             for job in cluster.run("squeue", "-h", "-o", "%i", check=False).split():
                 cluster.run("scancel", job, check=False)
         for daemon in reversed(daemons):
-            daemon.terminate()
-            try:
-                daemon.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                daemon.wait()
+            local_servers.stop(daemon, timeout=30)
         shutil.rmtree(root, ignore_errors=True)

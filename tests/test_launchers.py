@@ -37,6 +37,18 @@ def _require(reason: str | None) -> None:
     pytest.skip(reason)
 
 
+def test_missing_launchers_skip_with_the_install_command_or_fail_where_required(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda *args, **kwargs: None)
+    reason = slurm_cluster.missing()
+    assert slurm_cluster.INSTALL in reason
+    monkeypatch.delenv("TEA_JAX_REQUIRE_LAUNCHERS", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install"):
+        _require(reason)
+    monkeypatch.setenv("TEA_JAX_REQUIRE_LAUNCHERS", "1")
+    with pytest.raises(pytest.fail.Exception, match="TEA_JAX_REQUIRE_LAUNCHERS=1 but SLURM"):
+        _require(reason)
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """The dataset and the compilation cache that every job of this module shares."""
