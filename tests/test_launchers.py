@@ -89,7 +89,7 @@ def slurm():
 class Job:
     """A job submitted with ``sbatch scripts/slurm/train.sbatch``."""
 
-    def __init__(self, slurm, files, workdir):
+    def __init__(self, slurm, files, workdir, *flags):
         self.slurm, self.workdir = slurm, workdir
         self.output = files / f"{workdir.name}.out"
         env = _env(files, SLURM_CONF=slurm.env["SLURM_CONF"])
@@ -101,6 +101,7 @@ class Job:
                 f"--output={self.output}",
                 "scripts/slurm/train.sbatch",
                 *_train_flags(files, workdir),
+                *flags,
             ],
             env=env,
             cwd=ROOT,
@@ -236,9 +237,10 @@ def test_scancel_leaves_no_process_of_the_job(slurm, files, reference):
 
 
 @pytest.mark.slow
-def test_a_task_killed_alone_fails_the_job_with_one_line(slurm, files, reference):
-    """``kill -9`` of task 1: srun stops task 0 at once and the job fails. About 40 s on 2 cores."""
-    job = Job(slurm, files, files / "killed")
+def test_a_task_killed_alone_fails_the_job(slurm, files, reference):
+    """``kill -9`` of task 1: srun names it in one line, task 0 stops within the heartbeat timeout
+    (20 s here) and the job fails. About a minute on 2 cores."""
+    job = Job(slurm, files, files / "killed", "--heartbeat_timeout=20")
     job.wait_for_step(1)
     task1 = [
         p
@@ -247,7 +249,7 @@ def test_a_task_killed_alone_fails_the_job_with_one_line(slurm, files, reference
     ]
     assert task1, [p.cmdline() for p in job.processes()]
     task1[0].send_signal(signal.SIGKILL)  # the task; its loader workers follow it
-    state = job.wait({"FAILED", "COMPLETED", "CANCELLED"}, timeout=60)
+    state = job.wait({"FAILED", "COMPLETED", "CANCELLED"}, timeout=90)
     assert state["JobState"] == "FAILED", state
     log = job.log()
     assert re.search(r"srun: error: \S+: task 1: Killed", log), log[-3000:]

@@ -17,5 +17,7 @@ if (($# < 2)); then
 fi
 config=$1 workdir=$2
 shift 2
-exec mpirun -np "$processes" --hostfile "$hostfile" --map-by node -x PATH \
+# --bind-to none: the one process of a host uses all of its cores (its data loading too); Open MPI
+# would bind it to one core.
+exec mpirun -np "$processes" --hostfile "$hostfile" --map-by node --bind-to none -x PATH \
   python train.py --config "$config" --workdir "$workdir" "$@"
