@@ -8,8 +8,6 @@ the same command on every host; ``jax.distributed.initialize()`` finds the other
 SLURM clusters, or from ``--coordinator_address``, ``--num_processes`` and ``--process_id``.
 """
 
-import logging
-
 import jax
 from absl import flags
 from ml_collections import config_flags
@@ -25,9 +23,6 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
     distributed.start(argv)
-    logging.info(
-        "Process %d of %d, devices: %s", jax.process_index(), jax.process_count(), jax.devices()
-    )
     results = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     if results and jax.process_index() == 0:
         print(

@@ -10,13 +10,14 @@ look for the machine's credentials (an error line when there are none).
 import contextlib
 import pathlib
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+
+import local_servers
 
 
 def _binary() -> pathlib.Path:
@@ -27,12 +28,6 @@ def _binary() -> pathlib.Path:
     if not found:
         raise RuntimeError(f"No fake-gcs-server binary under {folder}")
     return found[0]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class GcsServer:
@@ -74,7 +69,7 @@ def serve() -> Iterator[GcsServer]:
     root = pathlib.Path(tempfile.mkdtemp(prefix="gcs_"))
     data = root / "data"
     data.mkdir()
-    port = _free_port()
+    port = local_servers.free_port()
     process = subprocess.Popen(
         [
             str(_binary()),
@@ -97,12 +92,7 @@ def serve() -> Iterator[GcsServer]:
                 time.sleep(0.1)
         yield GcsServer(data, port, process)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        local_servers.stop(process, timeout=10)
         shutil.rmtree(root, ignore_errors=True)
 
 

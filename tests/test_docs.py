@@ -473,12 +473,21 @@ def test_the_docs_links_lead_somewhere():
 
 
 def test_ci_runs_the_readme_test_command():
-    """`.ci/run` runs the README's command 2 exactly: both test tiers and the linters."""
+    """`.ci/run` runs the README's command 2 exactly (both test tiers and the linters) and nothing
+    else but the README's install of the cluster launchers and the variable that makes their tests
+    required."""
     with open(os.path.join(ROOT, ".ci", "run")) as f:
-        ci = f.read().strip().splitlines()[-1]
+        lines = [line for line in f.read().splitlines() if line and not line.startswith("#")]
+    ci = lines[-1]
     quickstart = code_blocks("README.md", FENCES)[0][1]
     assert ci in quickstart.splitlines(), ci
     assert "python -m pytest -q && python -m pytest -q -m slow" in ci
+    install = "apt-get install -y slurm-wlm munge openmpi-bin"
+    blocks = code_blocks("README.md", FENCES)
+    documented = [line for _, block in blocks for line in block.splitlines()]
+    assert install in documented, "README.md does not show the launchers' install"
+    setup = ["set -euo pipefail", 'cd "$(dirname "$0")/.."']
+    assert lines == [*setup, install, "export TEA_JAX_REQUIRE_LAUNCHERS=1", ci], lines
 
 
 # --- README.md's Python blocks ------------------------------------------------------------

@@ -2,14 +2,18 @@
 
 ``jax.distributed.initialize()`` discovers the other processes by itself on TPU pod slices,
 SLURM and Open MPI; elsewhere give ``--coordinator_address``, ``--num_processes`` and
-``--process_id`` to every process.
+``--process_id`` to every process. One process runs per host and drives all of its accelerators
+(on CPUs, several processes may share a host); every process says what it found in one line.
 """
 
 import os
+import re
 
 import jax
 from absl import app, flags
 from absl import logging as absl_logging
+
+from tea_jax.errors import UserError
 
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "host:port of process 0 (multi-host runs outside TPU/SLURM)."
@@ -27,19 +31,63 @@ _CPU_COLLECTIVES = flags.DEFINE_string(
 )
 
 
-def _cluster_detected() -> bool:
-    """Whether the environment is a multi-host job that JAX can discover on its own."""
-    for var in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"):
-        if int(os.environ.get(var, "1")) > 1:
-            return True
-    return "," in os.environ.get("TPU_WORKER_HOSTNAMES", "")
+def _slurm_tasks_on_this_node() -> int:
+    """The tasks of this SLURM step on this node, from ``SLURM_STEP_TASKS_PER_NODE`` (``2(x3),1``:
+    two tasks on each of the first three nodes, one on the fourth) and ``SLURM_NODEID``."""
+    spec = os.environ.get("SLURM_STEP_TASKS_PER_NODE") or os.environ["SLURM_TASKS_PER_NODE"]
+    counts = []
+    for count, repeat in re.findall(r"(\d+)(?:\(x(\d+)\))?", spec):
+        counts += [int(count)] * int(repeat or 1)
+    return counts[min(int(os.environ.get("SLURM_NODEID", "0")), len(counts) - 1)]
+
+
+def _cluster() -> tuple[str, int] | None:
+    """The multi-process job that JAX discovers on its own, as (description, processes on this
+    host), or None."""
+    env = os.environ
+    if "SLURM_JOB_ID" in env and "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
+        step = env.get("SLURM_STEP_ID", "?")
+        restart = env.get("SLURM_RESTART_COUNT", "0")
+        where = f"{env.get('SLURM_STEP_NUM_NODES', env.get('SLURM_NNODES', '?'))} node(s)"
+        description = (
+            f"SLURM job {env['SLURM_JOB_ID']} step {step} (restart {restart}), "
+            f"{env['SLURM_NTASKS']} tasks on {where}"
+        )
+        return description, _slurm_tasks_on_this_node()
+    if int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1:
+        description = f"Open MPI, {env['OMPI_COMM_WORLD_SIZE']} ranks"
+        return description, int(env.get("OMPI_COMM_WORLD_LOCAL_SIZE", "1"))
+    if "," in env.get("TPU_WORKER_HOSTNAMES", ""):
+        workers = len(env["TPU_WORKER_HOSTNAMES"].split(","))
+        return f"TPU pod slice, {workers} workers", 1
+    return None
+
+
+def _check_one_process_per_host(description: str, on_this_host: int) -> None:
+    """Stops a job that starts several processes on a host with accelerators: each process would
+    claim all of the host's devices, or only one of them."""
+    platform = jax.local_devices()[0].platform
+    if on_this_host > 1 and platform != "cpu":
+        raise UserError(
+            f"{description} starts {on_this_host} processes on this host "
+            f"({os.uname().nodename}); tea_jax runs one process per host that drives all of its "
+            f"{jax.local_device_count()} {platform} device(s).",
+            hint="Start one task per node (sbatch --ntasks-per-node=1, mpirun --map-by node with "
+            "one slot per host); see scripts/slurm/train.sbatch and scripts/mpi/train.sh.",
+        )
 
 
 def initialize() -> None:
-    """Joins the other processes of a multi-host run (no-op for a single process)."""
+    """Joins the other processes of a multi-host run and prints what this process found (nothing
+    for a single process started without flags).
+
+    Raises:
+      UserError: a cluster job starts several processes on a host with accelerators.
+    """
     if _CPU_COLLECTIVES.value:
         jax.config.update("jax_cpu_collectives_implementation", _CPU_COLLECTIVES.value)
     timeout = {"heartbeat_timeout_seconds": _HEARTBEAT_TIMEOUT.value}
+    cluster = _cluster()
     if _COORDINATOR.value:
         jax.distributed.initialize(
             _COORDINATOR.value,
@@ -47,8 +95,24 @@ def initialize() -> None:
             process_id=_PROCESS_ID.value,
             **timeout,
         )
-    elif _cluster_detected():
+        description = f"--coordinator_address={_COORDINATOR.value}"
+    elif cluster:
+        description, on_this_host = cluster
         jax.distributed.initialize(**timeout)
+        if on_this_host == 1:
+            # JAX gives each SLURM or Open MPI process the one GPU of its local rank; the only
+            # process on a host drives them all.
+            jax.config.update("jax_cuda_visible_devices", "all")
+            jax.config.update("jax_rocm_visible_devices", "all")
+        _check_one_process_per_host(description, on_this_host)
+    else:
+        return
+    devices = jax.local_devices()
+    print(
+        f"{description}: process {jax.process_index()} of {jax.process_count()}, "
+        f"{len(devices)} local device(s): {', '.join(str(d) for d in devices)}",
+        flush=True,
+    )
 
 
 def start(argv: list[str]) -> None:

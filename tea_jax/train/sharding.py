@@ -44,7 +44,8 @@ def per_host_batch_size(global_batch_size: int, *, what: str = "batch_size") -> 
         fitting = max(global_batch_size // devices, 1) * devices
         raise ConfigError(
             f"config.{what}={global_batch_size} must be a multiple of the number of devices "
-            f"({devices}); the batch is split evenly over them.",
+            f"({devices}: {jax.local_device_count()} on each of {jax.process_count()} "
+            "process(es)); the batch is split evenly over them.",
             hint=f"pass --config.{what}={fitting}",
         )
     return global_batch_size // jax.process_count()
