@@ -10,10 +10,10 @@ import subprocess
 import sys
 
 import cv2
+import local_servers
 import numpy as np
 import pytest
 from fast_compile import cpu_env
-from gcs_server import _free_port
 
 from tea_jax import cli, convert
 from tea_jax.data import DataError
@@ -153,7 +153,7 @@ def test_mistake_is_one_line_and_a_hint(tmp_path, name, args, named, hint):
 def test_every_host_prints_it_with_its_index(tmp_path):
     """Two processes (one CPU device each) of one run, a global batch that does not split over
     their two devices: each prints the error, prefixed with its index (about 10 s)."""
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{local_servers.free_port()}"
     args = [TRAIN, "--config", KINETICS, "--workdir", "runs/k", "--config.batch_size=3"]
     args += [f"--coordinator_address={address}", "--num_processes=2", "--cpu_collectives=gloo"]
     procs = [
@@ -171,7 +171,7 @@ def test_every_host_prints_it_with_its_index(tmp_path):
         assert proc.returncode == cli.EXIT_STATUS, stderr
         assert stderr.splitlines() == [
             f"[process {i}] error: config.batch_size=3 must be a multiple of the number of "
-            "devices (2); the batch is split evenly over them.",
+            "devices (2: 1 on each of 2 process(es)); the batch is split evenly over them.",
             f"[process {i}] hint: pass --config.batch_size=2",
         ]
 

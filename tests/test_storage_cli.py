@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 
+import local_servers
 import numpy as np
 import pytest
 from fast_compile import cpu_env
@@ -145,7 +146,7 @@ def test_two_processes_share_a_bucket_workdir_and_both_resume(runs, reference, g
     workdir = f"{runs.bucket}/two_processes"
 
     def start_both():
-        port = _free_port()
+        port = local_servers.free_port()
         return [
             runs.train(
                 workdir,
@@ -234,7 +235,7 @@ def test_unreachable_storage_is_one_line_naming_the_url(runs):
     """train.py with no storage server at the address: gcsfs retries for about 30 s, then the
     run stops with one line."""
     env = runs.env()
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{local_servers.free_port()}"
     env.update(STORAGE_EMULATOR_HOST=dead, TENSORSTORE_GCS_HTTP_URL=dead)
     workdir = "gs://bucket/run"
     args = [os.path.join(ROOT, "train.py"), "--config"]
@@ -254,11 +255,3 @@ def _without_credentials_lookup(out):
     its C++ logging, once per process)."""
     lookup = re.compile(r"[IWE]\d{4} [\d:.]+ +\d+ google_auth_provider\.cc:\d+\] ")
     return [line for line in out.strip().splitlines() if not lookup.match(line)]
-
-
-def _free_port():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

@@ -8,10 +8,10 @@ compiles fastest) on a tiny synthetic dataset, in a subprocess with its own simu
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
+import local_servers
 import numpy as np
 import pytest
 from fast_compile import cpu_env
@@ -34,12 +34,6 @@ def _overrides(data_root, total_steps=STEPS):
         "--config.log_every_steps=1",
         "--config.checkpoint_every_steps=2",
     ]
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Runs:
@@ -76,7 +70,7 @@ class Runs:
         if processes == 1:
             procs = [self.start(script, workdir, *extra, devices=devices, total_steps=total_steps)]
         else:
-            port = _free_port()
+            port = local_servers.free_port()
             procs = [
                 self.start(
                     script,

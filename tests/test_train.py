@@ -16,6 +16,7 @@ import sys
 import time
 
 import fake_loader
+import local_servers
 import numpy as np
 import pytest
 from fast_compile import cpu_env
@@ -129,14 +130,6 @@ def losses(workdir):
     return np.array([train[s]["loss"] for s in sorted(train)])
 
 
-def _free_port():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("jax_cache"))
@@ -201,7 +194,7 @@ def test_metrics_report_model_flops_and_a_profile_ending_after_the_run_is_writte
 
 
 def _two_processes(workdir, cache_dir):
-    port = _free_port()
+    port = local_servers.free_port()
     procs = [
         start_run(workdir, devices=2, cache_dir=cache_dir, process=(port, 2, i)) for i in range(2)
     ]
@@ -385,7 +378,7 @@ def test_dead_peer_stops_the_survivor_with_an_error_naming_it(tmp_path, cache_di
     The processes have the devices of test_two_processes_in_step_with_one_process, whose
     compiled programs they find in the cache.
     """
-    port = _free_port()
+    port = local_servers.free_port()
     procs = [
         start_run(
             tmp_path,
