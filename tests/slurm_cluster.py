@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 import local_servers
 
-INSTALL = "apt-get install -y slurm-wlm munge openmpi-bin"
+INSTALL = "apt-get update && apt-get install -y slurm-wlm munge openmpi-bin"
 _PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])  # the daemons
 
 

@@ -482,7 +482,7 @@ def test_ci_runs_the_readme_test_command():
     quickstart = code_blocks("README.md", FENCES)[0][1]
     assert ci in quickstart.splitlines(), ci
     assert "python -m pytest -q && python -m pytest -q -m slow" in ci
-    install = "apt-get install -y slurm-wlm munge openmpi-bin"
+    install = "apt-get update && apt-get install -y slurm-wlm munge openmpi-bin"
     blocks = code_blocks("README.md", FENCES)
     documented = [line for _, block in blocks for line in block.splitlines()]
     assert install in documented, "README.md does not show the launchers' install"
