@@ -114,13 +114,9 @@ CHIPS = (
         GpuSpec("NVIDIA A100-SXM4-80GB", 108, 8, 1.41, 167936, 166912, 41943040, 64),
     ),
     Chip("v4", r"TPU v4", 32 * GiB, {"bfloat16": 275e12, "float32": 275e12}, 1.228e12),
-    Chip(
-        "v5e", r"TPU v5 lite|TPU v5e", 16 * GiB, {"bfloat16": 197e12, "float32": 197e12}, 8.19e11
-    ),
+    Chip("v5e", r"TPU v5 lite|TPU v5e", 16 * GiB, {"bfloat16": 197e12, "float32": 197e12}, 8.19e11),
     Chip("v5p", r"TPU v5p?", 95 * GiB, {"bfloat16": 459e12, "float32": 459e12}, 2.765e12),
-    Chip(
-        "v6e", r"TPU v6 lite|TPU v6e", 32 * GiB, {"bfloat16": 918e12, "float32": 918e12}, 1.64e12
-    ),
+    Chip("v6e", r"TPU v6 lite|TPU v6e", 32 * GiB, {"bfloat16": 918e12, "float32": 918e12}, 1.64e12),
 )
 _BY_KEY = {chip.key: chip for chip in CHIPS}
 _ALIASES = {"v5litepod": "v5e", "v6litepod": "v6e", "h100-80gb": "h100", "a100": "a100-40gb"}

@@ -37,6 +37,7 @@ from tea_jax.data.pipeline import eval_views
 from tea_jax.errors import UserError
 from tea_jax.train import evaluation, model_setup, sharding, trainer
 from tea_jax.train.state import create_train_state
+from tea_jax.train.step import REMAT_POLICIES
 
 # The schedule's step counts are constants of the program; they change neither its memory nor
 # its cost, so the compiled run takes this many steps per epoch.
@@ -196,9 +197,7 @@ def compile_step(
             "video": jax.ShapeDtypeStruct(video, jnp.uint8, sharding=data),
             "label": jax.ShapeDtypeStruct((batch,), jnp.int32, sharding=data),
         }
-        rng = jax.ShapeDtypeStruct(
-            (), jax.random.key(0).dtype, sharding=sharding.replicated(mesh)
-        )
+        rng = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=sharding.replicated(mesh))
         run_config = config.copy_and_resolve_references()
         run_config.remat = remat
         train_fn = trainer.make_train_fn(
@@ -315,7 +314,7 @@ def max_batch(
         guess = int((setup_.target.chip.usable_bytes - m0) / slope) + b0 if slope > 0 else b1
         guess = max(guess // unit(guess) * unit(guess), 1)
     else:
-        guess = (max(fitting) if fitting else max(second["batch_per_device"] // 2, 1))
+        guess = max(fitting) if fitting else max(second["batch_per_device"] // 2, 1)
     tried = {r["batch_per_device"] for r in compiles}
     while guess >= 1 and guess not in tried:
         report = run(guess)
@@ -361,9 +360,7 @@ def format_report(r: dict[str, Any]) -> str:
             f"  FLOPs per device per step: model {r['model_flops'] / 1e12:.3f} TFLOP, XLA {xla}; "
             f"XLA's bytes accessed {_gb(r['bytes_accessed'])} (a comparison, not a time)"
         )
-        parts = [
-            f"{k}: {v['count']} op(s), {_gb(v['bytes'])}" for k, v in r["collectives"].items()
-        ]
+        parts = [f"{k}: {v['count']} op(s), {_gb(v['bytes'])}" for k, v in r["collectives"].items()]
         lines.append("  collectives: " + ("; ".join(parts) or "none"))
     return "\n".join(lines)
 
@@ -377,7 +374,9 @@ flags.DEFINE_string(
     "Evaluation protocol whose step is compiled (efficient, accuracy, config); '' for none.",
 )
 flags.DEFINE_bool("max_batch", False, "Find the largest training batch per device that fits.")
-flags.DEFINE_list("remat", None, "Remat policies for --max_batch ('', dots, full); default: config's.")
+flags.DEFINE_list(
+    "remat", None, "Remat policies for --max_batch (none, dots, full); default: the config's."
+)
 flags.DEFINE_string("json", None, "Also write the report as JSON to this file.")
 flags.mark_flags_as_required(["config", "target"])
 
@@ -393,6 +392,11 @@ def run(
 ) -> dict[str, Any]:
     """Compiles ``config``'s steps for ``target_name`` and returns the whole report."""
     target = accelerators.parse_target(target_name)
+    for remat in [config.remat, *(remats or [])]:
+        if remat and remat not in REMAT_POLICIES:
+            raise UserError(
+                f"remat {remat!r} is not a policy.", hint=f"Use none, {', '.join(REMAT_POLICIES)}."
+            )
     setup_ = setup(config, target, compile_devices(target))
     devices = setup_.mesh.size
     steps = [
@@ -443,7 +447,7 @@ def main(argv):
             FLAGS.target,
             eval_protocol=FLAGS.eval_protocol,
             find_max_batch=FLAGS.max_batch,
-            remats=FLAGS.remat,
+            remats=FLAGS.remat and ["" if r == "none" else r for r in FLAGS.remat],
         )
     except (UserError, ValueError) as e:
         hint = getattr(e, "hint", None)
