@@ -10,7 +10,8 @@ TPU targets need ``libtpu`` (``pip install ".[tpu-compile]"``), GPU targets JAX'
 (``pip install ".[gpu-compile]"``). The report gives, per device: the memory of the compiled
 step against the device's, whether it fits, FLOPs, XLA's bytes accessed and the collectives of
 the program, and the compile time; ``--json`` writes it. The exit status is 0 when every
-compiled step fits, 1 when one does not. Nothing runs: the figures are compiled, not measured.
+compiled step fits, 1 when one does not, 3 when XLA could not compile one. Nothing runs: the
+figures are compiled, not measured.
 
 ``--max_batch`` finds the largest batch per device that fits, for each ``--remat`` policy: the
 memory of a step is close to linear in the batch, so two compiles give the line and a third
@@ -238,11 +239,14 @@ def compile_step(
     start = time.perf_counter()
     try:
         compiled = lower().compile()
-    except Exception as e:  # XlaRuntimeError: the TPU compiler refuses what does not fit
-        if not _OUT_OF_MEMORY.search(str(e)):
-            raise
-        report.update(fits=False, error=str(e).strip().splitlines()[0][:500])
+    except jax.errors.JaxRuntimeError as e:
+        # The TPU compiler refuses what does not fit; any other refusal is XLA's own failure.
         report["compile_seconds"] = round(time.perf_counter() - start, 1)
+        message = str(e).strip().splitlines()[0][:500]
+        if _OUT_OF_MEMORY.search(str(e)):
+            report.update(fits=False, error=message)
+        else:
+            report.update(fits=None, compile_error=message)
         return report
     report["compile_seconds"] = round(time.perf_counter() - start, 1)
     memory = compiled.memory_analysis()
@@ -282,7 +286,8 @@ def max_batch(
     compiled to confirm it, and smaller ones while it does not fit.
 
     Returns:
-      ``{'remat', 'max_batch_per_device' (0: not even the smallest), 'compiles': [reports]}``;
+      ``{'remat', 'max_batch_per_device' (0: not even the smallest), 'lower_bound' (XLA could
+      not compile a batch of the search, so a larger one may fit), 'compiles': [reports]}``;
       ``first``, the report of the config's batch with ``remat`` if already compiled, is reused.
     """
     config = setup_.config
@@ -324,7 +329,13 @@ def max_batch(
             break
         guess = max(guess - unit(guess), 0) if guess > group else guess // 2
     best = max(fitting, default=0)
-    return {"remat": remat, "max_batch_per_device": best, "compiles": compiles}
+    failed = any("compile_error" in r for r in compiles)
+    return {
+        "remat": remat,
+        "max_batch_per_device": best,
+        "lower_bound": failed,
+        "compiles": compiles,
+    }
 
 
 def _gb(n: float | None) -> str:
@@ -332,6 +343,8 @@ def _gb(n: float | None) -> str:
 
 
 def _memory_line(r: dict[str, Any]) -> str:
+    if "compile_error" in r:
+        return f"XLA could not compile it: {r['compile_error']}"
     if "total" not in r:
         return f"does not fit: {r.get('error', '')}"
     verdict = "fits" if r["fits"] else "DOES NOT FIT"
@@ -421,8 +434,11 @@ def run(
         "target": target.name,
         "platform": target.platform,
         "devices": devices,
-        "fits": all(s["fits"] for s in steps),
+        "fits": all(s["fits"] for s in steps)
+        if all(s["fits"] is not None for s in steps)
+        else None,
         "steps": steps,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "note": "compiled, not run",
     }
     if find_max_batch:
@@ -433,7 +449,7 @@ def run(
             report["max_batch"].append(found)
             log(
                 f"largest training batch per device with remat={remat or 'none'}: "
-                f"{found['max_batch_per_device']}"
+                f"{'at least ' if found['lower_bound'] else ''}{found['max_batch_per_device']}"
             )
     return report
 
@@ -455,6 +471,9 @@ def main(argv):
         sys.exit(2)
     if FLAGS.json:
         storage.write_text(FLAGS.json, json.dumps(report, indent=2, default=str))
+    if report["fits"] is None:
+        print("XLA could not compile a step for the target (see above).")
+        sys.exit(3)
     print("Fits." if report["fits"] else "Does not fit.")
     sys.exit(0 if report["fits"] else 1)
 
