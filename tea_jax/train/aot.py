@@ -281,7 +281,8 @@ def max_batch(
 ) -> dict[str, Any]:
     """The largest training batch per device that fits with ``remat``, by few compiles.
 
-    Batches per device are multiples of the BatchNorm group (or divisors of it below one group).
+    Batches per device are multiples of the BatchNorm group (or divisors of it below one group),
+    as ``model_setup.check_bn_groups`` requires of a run.
     Two compiles give the memory's line in the batch; the line's largest fitting batch is
     compiled to confirm it, and smaller ones while it does not fit.
 
@@ -303,21 +304,23 @@ def max_batch(
         compiles.append(report)
         return report
 
-    def unit(b):
-        return group if b >= group else 1
+    def valid(b):  # the largest batch <= b made of whole groups, or dividing one group
+        return (
+            b // group * group if b >= group else max(d for d in range(1, b + 1) if group % d == 0)
+        )
 
     if first is None:
         first = run(start)
     else:
         compiles.append(first)
-    second = run(start * 2 if first["fits"] else max(start // 2, 1))
+    second = run(start * 2 if first["fits"] else valid(max(start // 2, 1)))
     known = [r for r in compiles if "total" in r]
     fitting = [r["batch_per_device"] for r in compiles if r["fits"]]
     if len(known) == 2 and known[0]["batch_per_device"] != known[1]["batch_per_device"]:
         (b0, m0), (b1, m1) = ((r["batch_per_device"], r["total"]) for r in known)
         slope = (m1 - m0) / (b1 - b0)
         guess = int((setup_.target.chip.usable_bytes - m0) / slope) + b0 if slope > 0 else b1
-        guess = max(guess // unit(guess) * unit(guess), 1)
+        guess = valid(max(guess, 1))
     else:
         guess = max(fitting) if fitting else max(second["batch_per_device"] // 2, 1)
     tried = {r["batch_per_device"] for r in compiles}
@@ -327,7 +330,7 @@ def max_batch(
         if report["fits"]:
             fitting.append(guess)
             break
-        guess = max(guess - unit(guess), 0) if guess > group else guess // 2
+        guess = valid(guess - 1) if guess > 1 else 0
     best = max(fitting, default=0)
     failed = any("compile_error" in r for r in compiles)
     return {
