@@ -61,14 +61,18 @@ def compile_devices(target: accelerators.Target) -> list:
     """
     from jax.experimental import topologies
 
+    # No TPU is opened here: skip the cloud metadata query, and let several compiling processes
+    # load libtpu at once (its lockfile guards a TPU's devices).
     os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     extra = "tpu-compile" if target.platform == "tpu" else "gpu-compile"
     try:
         topology = topologies.get_topology_desc(**target.topology_kwargs())
     except Exception as e:  # the plugins raise RuntimeError/ValueError/XlaRuntimeError
         raise UserError(
             f"--target {target.name}: cannot compile for {target.platform.upper()} here: {e}",
-            hint=f'pip install ".[{extra}]" (see docs/training.md, "Before you rent a pod").',
+            hint=f'Is it installed? pip install ".[{extra}]" (docs/training.md, "Before you rent a '
+            'pod").',
         ) from None
     return list(topology.devices)
 
