@@ -85,8 +85,8 @@ def table(root: Path) -> str:
     lines = [
         "| row | per device | memory per device (GB): args + temps = total / usable | fits "
         "| largest batch per device (remat) | collectives per step | TFLOP per device: "
-        "model / XLA | XLA bytes accessed (GB) | compile (s) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "model / XLA | XLA bytes accessed (GB) | compile (s) | evaluation step (GB) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     missing = []
     for row in ROWS:
@@ -106,6 +106,13 @@ def table(root: Path) -> str:
             for k, v in train.get("collectives", {}).items()
         )
         xla = "-" if train.get("xla_flops") is None else f"{train['xla_flops'] / 1e12:.2f}"
+        evaluation = "-"
+        if len(report["steps"]) > 1 and "total" in report["steps"][1]:
+            step = report["steps"][1]
+            evaluation = (
+                f"{_gb(step['total'])} ({step['batch_per_device']} videos, {step['protocol']})"
+            )
+        flags = f", `XLA_FLAGS={report['xla_flags']}`" if report.get("xla_flags") else ""
         memory = (
             f"{_gb(train['arguments'])} + {_gb(train['temporaries'])} = {_gb(train['total'])}"
             f" / {_gb(train['usable_memory'])}"
@@ -114,10 +121,10 @@ def table(root: Path) -> str:
         )
         lines.append(
             f"| {row[0]} | {train['batch_per_device']} clips, {train['compute_dtype']}, "
-            f"remat {train['remat'] or 'none'} | {memory} | {'yes' if train['fits'] else 'no'} "
-            f"| {largest or '-'} | {collectives or 'none'} | "
+            f"remat {train['remat'] or 'none'}{flags} | {memory} "
+            f"| {'yes' if train['fits'] else 'no'} | {largest or '-'} | {collectives or 'none'} | "
             f"{train['model_flops'] / 1e12:.2f} / {xla} | {_gb(train.get('bytes_accessed'))} "
-            f"| {train['compile_seconds']:.0f} |"
+            f"| {train['compile_seconds']:.0f} | {evaluation} |"
         )
     text = "\n".join(lines)
     if missing:
