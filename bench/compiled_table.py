@@ -60,11 +60,12 @@ def _env(row: tuple) -> dict[str, str]:
     return {"XLA_FLAGS": GPU_XLA_FLAGS} if gpu else {}
 
 
-def command(row: tuple, root: Path) -> list[str]:
+def command(row: tuple, root: Path, env: dict[str, str] | None = None) -> list[str]:
+    """The row's command line, behind its environment (``env``, else the row's own)."""
     name, model, target, extra = row
     config, overrides = MODELS[model]
     return [
-        *(f"{k}={v}" for k, v in _env(row).items()),
+        *(f"{k}={v}" for k, v in (_env(row) if env is None else env).items()),
         sys.executable,
         "-m",
         "tea_jax.train.aot",
@@ -127,15 +128,23 @@ def table(root: Path) -> str:
             f"| {train['compile_seconds']:.0f} | {evaluation} |"
         )
     text = "\n".join(lines)
+
+    def listed(rows):
+        lines = []
+        for row in rows:
+            path = root / f"{row[0]}.json"
+            env = None
+            if path.exists():  # as it was compiled
+                flags = json.loads(path.read_text()).get("xla_flags")
+                env = {"XLA_FLAGS": flags} if flags else {}
+            args = command(row, Path("bench/compiled"), env)
+            lines.append("    " + " ".join("python" if a == sys.executable else a for a in args))
+        return "\n".join(lines)
+
+    done = [row for row in ROWS if row not in missing]
+    text += "\n\nThe command of each row:\n\n" + listed(done)
     if missing:
-        text += "\n\nNot compiled yet (each fills its row):\n\n" + "\n".join(
-            "    "
-            + " ".join(
-                "python" if arg == sys.executable else arg
-                for arg in command(row, Path("bench/compiled"))
-            )
-            for row in missing
-        )
+        text += "\n\nNot compiled yet (each command fills its row):\n\n" + listed(missing)
     return text
 
 
