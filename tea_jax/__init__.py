@@ -1,7 +1,10 @@
 """TEA: Temporal Excitation and Aggregation for action recognition, in JAX/Flax."""
 
+from tea_jax.backend import use_cpu_without_accelerator
 from tea_jax.modules import MotionExcitation, MultipleTemporalAggregation, TemporalConv
 from tea_jax.registry import MODELS, count_params, create_model
+
+use_cpu_without_accelerator()
 
 __all__ = [
     "MODELS",

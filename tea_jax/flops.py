@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax.extend import core
 
-from tea_jax import cli
+from tea_jax import accelerators, cli
 from tea_jax.modules.layers import SHIFTED_CONV_SCOPE
 from tea_jax.registry import MODELS, count_params, create_model
 
@@ -80,20 +80,9 @@ def step_flops(macs: int, *, train: bool) -> int:
     return 2 * macs * (3 if train else 1)
 
 
-# Dense (no sparsity) peak FLOP/s per chip for the compute dtype, as JAX runs it at its default
-# matmul precision: float32 products run as TensorFloat-32 on A100/H100/H200 and as one bfloat16
-# pass on TPUs, so their float32 peak is that of those formats. Keys are `device_kind` patterns
-# (full match, first match wins).
-PEAK_FLOPS = (
-    (r"NVIDIA H100.*PCIe.*", {"bfloat16": 756e12, "float32": 378e12}),
-    (r"NVIDIA H100.*", {"bfloat16": 989e12, "float32": 495e12}),
-    (r"NVIDIA H200.*", {"bfloat16": 989e12, "float32": 495e12}),
-    (r"NVIDIA A100.*", {"bfloat16": 312e12, "float32": 156e12}),
-    (r"TPU v4", {"bfloat16": 275e12, "float32": 275e12}),
-    (r"TPU v5 lite|TPU v5e", {"bfloat16": 197e12, "float32": 197e12}),
-    (r"TPU v5p?", {"bfloat16": 459e12, "float32": 459e12}),
-    (r"TPU v6 lite|TPU v6e", {"bfloat16": 918e12, "float32": 918e12}),
-)
+# Dense (no sparsity) peak FLOP/s per chip for the compute dtype: `(device_kind pattern, peaks)`
+# (full match, first match wins), from `tea_jax.accelerators` (sources there).
+PEAK_FLOPS = tuple((chip.device_kind, chip.peak_flops) for chip in accelerators.CHIPS)
 
 
 def peak_flops(device_kind: str, dtype: Any) -> float | None:

@@ -4,8 +4,9 @@ Every shell command in the ``bash``/``console``/``shell`` blocks of README.md an
 runs this project (``python train.py``, ``python eval.py``, ``python -m tea_jax.X``,
 ``python bench/X.py``, the ``tea-*`` console scripts) is parsed by that command's own parser
 without running it: argparse tools through their ``main`` with ``parse_args`` stopped right after
-parsing, absl tools (train.py, eval.py) in a subprocess that imports the script and parses each
-command with its flags and its ``--config`` file (so every ``--config.KEY`` must exist there).
+parsing, absl tools (train.py, eval.py, tea_jax.train.aot) in a subprocess that imports the script
+and parses each command with its flags and its ``--config`` file (so every ``--config.KEY`` must
+exist there).
 Other Python modules (``python -m pytest``) must exist. Every path a command reads must be one
 that a documented command writes, or one of the user's own files listed in ``USER_FILES``.
 README.md's Python blocks run.
@@ -30,7 +31,7 @@ from fast_compile import cpu_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FENCES = ("bash", "console", "shell", "sh")
-ABSL_SCRIPTS = ("train.py", "eval.py")
+ABSL_SCRIPTS = ("train.py", "eval.py", "tea_jax.train.aot")
 
 # Paths the commands read that no documented command writes: the user's own downloads and storage.
 USER_FILES = {
@@ -164,6 +165,7 @@ def parse_command(tokens: list[str], where: str, text: str, scripts=None) -> lis
             if rest[:1] == ["-m"]:
                 program, args = rest[1], rest[2:]
                 kind = "argparse" if program.startswith("tea_jax") else "module"
+                kind = "absl" if program in ABSL_SCRIPTS else kind
             elif rest and rest[0].endswith(".py"):
                 program, args = rest[0], rest[1:]
                 kind = "absl" if program in ABSL_SCRIPTS else "argparse"
@@ -283,7 +285,7 @@ import importlib, json, sys
 from absl import flags
 sys.path.insert(0, ".")
 script = sys.argv[1]
-importlib.import_module(script[:-3])
+importlib.import_module(script[:-3] if script.endswith(".py") else script)
 FLAGS = flags.FLAGS
 results = []
 for args in json.loads(sys.stdin.read()):
@@ -307,7 +309,8 @@ print(json.dumps(results))
 
 
 def check_absl(script: str, commands: list[Command]) -> list[dict]:
-    """Parses every command of `script` (train.py or eval.py) in one subprocess."""
+    """Parses every command of an absl `script` (train.py, eval.py, a module) in one
+    subprocess."""
     proc = subprocess.run(
         [sys.executable, "-c", _ABSL_CHECK, script],
         input=json.dumps([c.args for c in commands]),
@@ -386,7 +389,7 @@ def check(commands: list[Command]) -> list[str]:
                     reads.append((command, result["data_root"]))
                 if result["init_from"]:
                     reads.append((command, result["init_from"]))
-            else:
+            elif script == "eval.py":
                 reads.append((command, checkpoint or workdir))
                 labels = _flag(command.args, "--labels")
                 if labels:

@@ -340,6 +340,19 @@ def read_in_workers(ds: grain.MapDataset, workers: int, buffer_size: int = 1) ->
     return ds
 
 
+def eval_views(cfg: ml_collections.ConfigDict, protocol: str | None) -> tuple[int, int, int]:
+    """``(clips, crops, crop size)`` of an evaluation protocol (None: ``cfg.test_clips`` x
+    ``cfg.test_crops``); a video is ``clips * crops`` views of ``crop size`` squares.
+
+    Raises:
+      ValueError: a crop count other than 1 or 3.
+    """
+    clips, crops = PROTOCOLS[protocol] if protocol else (cfg.test_clips, cfg.test_crops)
+    if crops not in (1, 3):
+        raise ValueError(f"test crops must be 1 or 3, got {crops}")
+    return clips, crops, cfg.image_size if crops == 1 else cfg.three_crop_size or cfg.short_side
+
+
 def create_loader(
     cfg: ml_collections.ConfigDict,
     split: str,
@@ -414,10 +427,7 @@ def create_loader(
         ds = ds.batch(batch_size, drop_remainder=True)
         num_batches = per_host // batch_size
     else:
-        clips, crops = PROTOCOLS[protocol] if protocol else (cfg.test_clips, cfg.test_crops)
-        if crops not in (1, 3):
-            raise ValueError(f"test crops must be 1 or 3, got {crops}")
-        crop_size = cfg.image_size if crops == 1 else cfg.three_crop_size or cfg.short_side
+        clips, crops, crop_size = eval_views(cfg, protocol)
         if cfg.test_clip_sampling not in ("random", "fixed"):
             raise ValueError(
                 "data.test_clip_sampling must be 'random' or 'fixed', "

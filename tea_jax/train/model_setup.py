@@ -16,38 +16,45 @@ from tea_jax.train import sharding
 _FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
-def compute_dtype(name: str) -> jnp.dtype:
-    """``'auto'`` is bfloat16 on accelerators and float32 on CPU; else a dtype name."""
+def compute_dtype(name: str, platform: str | None = None) -> jnp.dtype:
+    """``'auto'`` is bfloat16 on accelerators and float32 on CPU; else a dtype name.
+
+    ``platform`` (``'cpu'``, ``'tpu'``, ``'cuda'``...) is where the model runs: JAX's default
+    backend unless given.
+    """
     if name == "auto":
-        return jnp.dtype(jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16)
+        platform = platform or jax.default_backend()
+        return jnp.dtype(jnp.float32 if platform == "cpu" else jnp.bfloat16)
     return jnp.dtype(name)
 
 
-def model_options(config: ml_collections.ConfigDict, num_classes: int) -> dict[str, Any]:
-    """The keyword arguments of ``tea_jax.create_model`` for ``config``."""
+def model_options(
+    config: ml_collections.ConfigDict, num_classes: int, platform: str | None = None
+) -> dict[str, Any]:
+    """The keyword arguments of ``tea_jax.create_model`` for ``config`` on ``platform``."""
     options = dict(config.model_options)
     options = {
         k: tuple(v) if isinstance(v, list) else v for k, v in options.items() if v is not None
     }
-    options["dtype"] = compute_dtype(config.compute_dtype)
+    options["dtype"] = compute_dtype(config.compute_dtype, platform)
     options["bn_group_clips"] = config.bn_group_clips
     return {"num_classes": num_classes, "num_segments": config.num_segments, **options}
 
 
-def check_bn_groups(bn_group_clips: int, host_batch_size: int) -> None:
+def check_bn_groups(bn_group_clips: int, host_batch_size: int, hosts: int | None = None) -> None:
     """Checks that the clips of each host split into BatchNorm groups of ``bn_group_clips``.
 
     Raises:
       ConfigError: naming both numbers; the hint names the largest group size up to
         ``bn_group_clips`` that fits.
     """
+    hosts = hosts or jax.process_count()
     if bn_group_clips < 0 or (bn_group_clips and host_batch_size % bn_group_clips):
         fitting = max(d for d in range(1, max(bn_group_clips, 1) + 1) if host_batch_size % d == 0)
         raise ConfigError(
             f"config.bn_group_clips={bn_group_clips} must be 0 (BatchNorm statistics over the "
             f"whole batch) or divide the batch per host, {host_batch_size} clips "
-            f"(config.batch_size={host_batch_size * jax.process_count()} over "
-            f"{jax.process_count()} host(s)).",
+            f"(config.batch_size={host_batch_size * hosts} over {hosts} host(s)).",
             hint=f"pass --config.bn_group_clips={fitting} or --config.bn_group_clips=0",
         )
 
@@ -109,9 +116,23 @@ def new_classifier(config: ml_collections.ConfigDict, num_classes: int) -> bool:
     return options["num_segments"] == 1 or not same_classes
 
 
-def build_model(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
-    """``tea_jax.create_model(config.model, ...)`` with the config's options."""
-    return tea_jax.create_model(config.model, **model_options(config, num_classes))
+def build_model(
+    config: ml_collections.ConfigDict, num_classes: int, platform: str | None = None
+) -> nn.Module:
+    """``tea_jax.create_model(config.model, ...)`` with the config's options, to run on
+    ``platform`` (JAX's default backend unless given)."""
+    return tea_jax.create_model(config.model, **model_options(config, num_classes, platform))
+
+
+def initializer(model: nn.Module, *, num_segments: int, image_size: int) -> Any:
+    """The function ``rng -> {'params', 'batch_stats'}`` that initialises ``model``."""
+    video = jnp.zeros((1, num_segments, image_size, image_size, 3), jnp.float32)
+
+    def init(rng):
+        params_rng, dropout_rng = jax.random.split(rng)
+        return dict(model.init({"params": params_rng, "dropout": dropout_rng}, video, train=False))
+
+    return init
 
 
 def init_variables(
@@ -123,13 +144,10 @@ def init_variables(
     mesh: jax.sharding.Mesh,
 ) -> dict[str, Any]:
     """Initialises ``{'params', 'batch_stats'}`` under ``jit``, replicated on the mesh."""
-    video = jnp.zeros((1, num_segments, image_size, image_size, 3), jnp.float32)
-
-    def init(rng):
-        params_rng, dropout_rng = jax.random.split(rng)
-        return dict(model.init({"params": params_rng, "dropout": dropout_rng}, video, train=False))
-
-    init = jax.jit(init, out_shardings=sharding.replicated(mesh))
+    init = jax.jit(
+        initializer(model, num_segments=num_segments, image_size=image_size),
+        out_shardings=sharding.replicated(mesh),
+    )
     if jax.default_backend() != "cpu":
         return init(rng)
     # Runs once: XLA:CPU's optimisations would take most of the time (18 s -> 4 s for TEA).

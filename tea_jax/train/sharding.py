@@ -6,6 +6,7 @@ devices (XLA inserts a cross-device mean only where a group spans devices), or o
 batch with ``bn_group_clips=0``; the released PyTorch code used per-GPU statistics of 8 clips.
 """
 
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -17,10 +18,11 @@ from tea_jax.errors import ConfigError
 DATA_AXIS = "data"
 
 
-def create_mesh() -> jax.sharding.Mesh:
-    """A 1-D mesh named ``data`` over all devices (all hosts)."""
+def create_mesh(devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
+    """A 1-D mesh named ``data`` over ``devices``: by default all devices (all hosts)."""
+    devices = jax.devices() if devices is None else devices
     return jax.make_mesh(
-        (jax.device_count(),), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,)
+        (len(devices),), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,), devices=devices
     )
 
 
@@ -33,13 +35,21 @@ def data_sharded(mesh: jax.sharding.Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 
-def per_host_batch_size(global_batch_size: int, *, what: str = "batch_size") -> int:
+def per_host_batch_size(
+    global_batch_size: int,
+    *,
+    what: str = "batch_size",
+    devices: int | None = None,
+    hosts: int | None = None,
+) -> int:
     """Splits a global batch size over the hosts, checking that it divides the devices.
+
+    ``devices`` and ``hosts`` count those of the run: this process's by default.
 
     Raises:
       ConfigError: if ``global_batch_size`` is not a multiple of the number of devices.
     """
-    devices = jax.device_count()
+    devices = devices or jax.device_count()
     if global_batch_size % devices:
         fitting = max(global_batch_size // devices, 1) * devices
         raise ConfigError(
@@ -48,7 +58,7 @@ def per_host_batch_size(global_batch_size: int, *, what: str = "batch_size") -> 
             "process(es)); the batch is split evenly over them.",
             hint=f"pass --config.{what}={fitting}",
         )
-    return global_batch_size // jax.process_count()
+    return global_batch_size // (hosts or jax.process_count())
 
 
 def shard_batch(batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:

@@ -106,6 +106,30 @@ def _partial_bn(config: ml_collections.ConfigDict) -> bool:
     return bool(config.model_options.get("partial_bn", False))
 
 
+def create_optimizer(
+    config: ml_collections.ConfigDict, params: Any, schedule: Schedule, new_classifier: bool
+) -> tuple[Any, Any]:
+    """The optimizer of ``params`` (arrays or their shapes) and its learning-rate schedule.
+
+    Returns:
+      ``(tx, lr_schedule)``.
+    """
+    lr_schedule = optim.create_schedule(
+        config.optim,
+        global_batch_size=config.batch_size,
+        steps_per_epoch=schedule.steps_per_epoch,
+        total_steps=schedule.total_steps,
+    )
+    tx = optim.create_optimizer(
+        config.optim,
+        params,
+        schedule=lr_schedule,
+        new_classifier=new_classifier,
+        partial_bn=_partial_bn(config),
+    )
+    return tx, lr_schedule
+
+
 def create_state(
     config: ml_collections.ConfigDict,
     model: Any,
@@ -134,19 +158,7 @@ def create_state(
     if config.init_from:
         loaded = _init_from(variables, config, load_classifier=not new_classifier)
         variables = sharding.replicate(loaded, mesh)
-    lr_schedule = optim.create_schedule(
-        config.optim,
-        global_batch_size=config.batch_size,
-        steps_per_epoch=schedule.steps_per_epoch,
-        total_steps=schedule.total_steps,
-    )
-    tx = optim.create_optimizer(
-        config.optim,
-        variables["params"],
-        schedule=lr_schedule,
-        new_classifier=new_classifier,
-        partial_bn=_partial_bn(config),
-    )
+    tx, lr_schedule = create_optimizer(config, variables["params"], schedule, new_classifier)
     state = jax.jit(
         functools.partial(create_train_state, tx=tx), out_shardings=sharding.replicated(mesh)
     )(variables)
