@@ -30,10 +30,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from tea_jax import accelerators, flops, storage
+from tea_jax import accelerators, cli, flops, storage
 from tea_jax.data.pipeline import eval_views
 from tea_jax.errors import UserError
 from tea_jax.train import evaluation, model_setup, sharding, trainer
@@ -464,18 +464,13 @@ def run(
 def main(argv):
     del argv
     jax.config.update("jax_platforms", "cpu")
-    try:
-        report = run(
-            FLAGS.config,
-            FLAGS.target,
-            eval_protocol=FLAGS.eval_protocol,
-            find_max_batch=FLAGS.max_batch,
-            remats=FLAGS.remat and ["" if r == "none" else r for r in FLAGS.remat],
-        )
-    except (UserError, ValueError) as e:
-        hint = getattr(e, "hint", None)
-        print(f"error: {e}" + (f"\n{hint}" if hint else ""), file=sys.stderr)
-        sys.exit(2)
+    report = run(
+        FLAGS.config,
+        FLAGS.target,
+        eval_protocol=FLAGS.eval_protocol,
+        find_max_batch=FLAGS.max_batch,
+        remats=FLAGS.remat and ["" if r == "none" else r for r in FLAGS.remat],
+    )
     if FLAGS.json:
         storage.write_text(FLAGS.json, json.dumps(report, indent=2, default=str))
     if report["fits"] is None:
@@ -486,4 +481,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run_absl(main)

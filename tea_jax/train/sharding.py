@@ -50,15 +50,16 @@ def per_host_batch_size(
       ConfigError: if ``global_batch_size`` is not a multiple of the number of devices.
     """
     devices = devices or jax.device_count()
+    hosts = hosts or jax.process_count()
     if global_batch_size % devices:
         fitting = max(global_batch_size // devices, 1) * devices
         raise ConfigError(
             f"config.{what}={global_batch_size} must be a multiple of the number of devices "
-            f"({devices}: {jax.local_device_count()} on each of {jax.process_count()} "
-            "process(es)); the batch is split evenly over them.",
+            f"({devices}: {devices // hosts} on each of {hosts} process(es)); the batch is split "
+            "evenly over them.",
             hint=f"pass --config.{what}={fitting}",
         )
-    return global_batch_size // (hosts or jax.process_count())
+    return global_batch_size // hosts
 
 
 def shard_batch(batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
