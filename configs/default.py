@@ -37,7 +37,8 @@ def get_config() -> ml_collections.ConfigDict:
     # Compute dtype: 'auto' is bfloat16 on GPU/TPU and float32 on CPU; parameters stay float32.
     config.compute_dtype = "auto"
     # Rematerialisation to fit larger batches: '' (none), 'dots' (keep convolution outputs,
-    # recompute normalisations/activations) or 'full' (recompute the whole forward pass).
+    # recompute normalisations/activations), 'full' (recompute the whole forward pass) or 'blocks'
+    # (keep each bottleneck's input, recompute one block at a time: the one that lowers the peak).
     config.remat = ""
     # A model checkpoint (e.g. a converted ImageNet Res2Net-50) whose backbone initialises the
     # model; '' trains from scratch.

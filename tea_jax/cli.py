@@ -11,6 +11,7 @@ and keeps its traceback; ``TEA_JAX_TRACEBACK=1`` shows the traceback of the expe
   cli.run_absl(main)                # absl command lines (train.py, eval.py), flag errors included
 """
 
+import atexit
 import functools
 import os
 import re
@@ -20,7 +21,7 @@ from typing import Any, NoReturn, TypeVar
 
 from absl import app, flags
 
-from tea_jax.errors import ConfigError, NotFoundError, UserError
+from tea_jax.errors import ConfigError, LostProcessError, NotFoundError, UserError
 
 TRACEBACK_ENV = "TEA_JAX_TRACEBACK"
 EXIT_STATUS = 2
@@ -41,6 +42,13 @@ def exit_with(error: UserError) -> NoReturn:
     lines = [f"error: {error}"] + ([f"hint: {error.hint}"] if error.hint else [])
     sys.stdout.flush()
     print("\n".join(prefix + line for line in lines), file=sys.stderr, flush=True)
+    if isinstance(error, LostProcessError):
+        # JAX's own exit handler waits for the lost process at a shutdown barrier, then aborts
+        # the process with a stack trace; the other exit handlers (loader workers' semaphores,
+        # logging) still run.
+        atexit.unregister(sys.modules["jax._src.api"].clean_up)
+        atexit._run_exitfuncs()
+        os._exit(EXIT_STATUS)
     raise SystemExit(EXIT_STATUS)
 
 

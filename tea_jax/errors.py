@@ -31,3 +31,9 @@ class NotFoundError(UserError, FileNotFoundError):
 
 class ExistsError(UserError, FileExistsError):
     """A file or folder that the command would overwrite exists already."""
+
+
+class LostProcessError(UserError, RuntimeError):
+    """Another process of a multi-host run stopped (killed, crashed, preempted alone), so this one
+    cannot go on. Its command exits at once: JAX's orderly shutdown would wait for the lost
+    process until the heartbeat timeout and then abort."""

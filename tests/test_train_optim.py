@@ -1,5 +1,7 @@
 """The optimizer recipe against hand-computed SGD steps."""
 
+import re
+
 import flax
 import flax.linen as nn
 import jax
@@ -264,6 +266,61 @@ def test_remat_policies_give_the_same_step():
             (new.params, new.batch_stats),
             (ref_state.params, ref_state.batch_stats),
         )
+
+
+def test_block_remat_recomputes_each_tea_block_and_gives_the_same_step():
+    """``remat='blocks'``: one rematerialised call per bottleneck in the traced step, and the
+    same loss, parameters and BatchNorm statistics as without remat."""
+    from tea_jax.train import state as state_lib
+    from tea_jax.train import step as step_lib
+
+    model = tea_jax.create_model(
+        "tea50",
+        num_classes=3,
+        num_segments=4,
+        stage_sizes=(1, 2, 1, 1),
+        width_multiplier=0.25,
+        dropout_rate=0.0,
+        bn_group_clips=2,
+    )
+    rng = np.random.default_rng(0)
+    batch = {
+        "video": jnp.asarray(rng.integers(0, 256, (4, 4, 32, 32, 3), dtype=np.uint8)),
+        "label": jnp.asarray([0, 1, 2, 0], jnp.int32),
+    }
+    variables = model.init(jax.random.key(0), normalize(batch["video"]))
+    config = _config()
+    schedule = optim.create_schedule(config, global_batch_size=4, steps_per_epoch=1, total_steps=1)
+    tx = optim.create_optimizer(config, variables["params"], schedule=schedule, new_classifier=True)
+    state = state_lib.create_train_state(variables, tx)
+    results = {}
+    for remat in ("", "blocks"):
+
+        def step(s, b, remat=remat):
+            return step_lib.train_step(
+                s, b, jax.random.key(1), model=model, tx=tx, schedule=schedule, remat=remat
+            )
+
+        jaxpr = str(jax.make_jaxpr(step)(state, batch))
+        remats = len(re.findall(r"= (?:checkpoint|remat2?)\[", jaxpr))
+        results[remat] = (remats, *jax.jit(step)(state, batch))
+    assert results[""][0] == 0 and results["blocks"][0] == 5  # one per bottleneck
+    (_, ref_state, ref_metrics), (_, new, metrics) = results[""], results["blocks"]
+    np.testing.assert_allclose(metrics["loss"], ref_metrics["loss"], rtol=1e-6)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+        (new.params, new.batch_stats),
+        (ref_state.params, ref_state.batch_stats),
+    )
+
+
+def test_an_unknown_remat_setting_names_the_settings():
+    from tea_jax.errors import ConfigError
+    from tea_jax.train import step as step_lib
+
+    with pytest.raises(ConfigError, match="'block' is not") as raised:
+        step_lib.check_remat("block")
+    assert "full, dots, blocks" in raised.value.hint
 
 
 def test_logged_grad_norm_is_the_norm_clipping_uses_under_partial_bn():

@@ -44,6 +44,10 @@ class VideoResNet(nn.Module):
         consecutive clips (all their frames) with the group's own statistics, as each GPU of the
         released `DataParallel` training did with its 8 clips; 0: the whole batch. The batch must
         be a multiple of it. See `layers.BatchNorm`.
+      remat_blocks: in training, every bottleneck keeps only its input for the backward pass and
+        computes its activations again there (`nn.remat` per block): the activation memory of
+        one block instead of all of them, for a second forward pass. The same parameters and
+        results.
       dtype: the compute dtype; parameters and BatchNorm statistics stay float32.
     """
 
@@ -62,6 +66,7 @@ class VideoResNet(nn.Module):
     dropout_rate: float = 0.5
     partial_bn: bool = False
     bn_group_clips: int = 0
+    remat_blocks: bool = False
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -92,6 +97,7 @@ class VideoResNet(nn.Module):
         norm = batch_norm(
             use_running_average=not train or self.partial_bn, dtype=self.dtype, group_size=group
         )
+        block = nn.remat(self.block) if self.remat_blocks and train else self.block
         stem_width = round(64 * self.width_multiplier)
         x = nn.Conv(
             stem_width,
@@ -109,7 +115,7 @@ class VideoResNet(nn.Module):
         for stage, (planes, size) in enumerate(zip(STAGE_PLANES, self.stage_sizes, strict=True), 1):
             temporal = stage in self.temporal_stages
             for j in range(size):
-                x = self.block(
+                x = block(
                     planes=round(planes * self.width_multiplier),
                     num_segments=self.num_segments,
                     norm=norm,

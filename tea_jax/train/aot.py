@@ -38,7 +38,7 @@ from tea_jax.data.pipeline import eval_views
 from tea_jax.errors import UserError
 from tea_jax.train import evaluation, model_setup, sharding, trainer
 from tea_jax.train.state import create_train_state
-from tea_jax.train.step import REMAT_POLICIES
+from tea_jax.train.step import check_remat
 
 # The schedule's step counts are constants of the program; they change neither its memory nor
 # its cost, so the compiled run takes this many steps per epoch.
@@ -395,7 +395,9 @@ flags.DEFINE_string(
 )
 flags.DEFINE_bool("max_batch", False, "Find the largest training batch per device that fits.")
 flags.DEFINE_list(
-    "remat", None, "Remat policies for --max_batch (none, dots, full); default: the config's."
+    "remat",
+    None,
+    "Remat settings for --max_batch (none, dots, full, blocks); default: the config's.",
 )
 flags.DEFINE_string("json", None, "Also write the report as JSON to this file.")
 flags.mark_flags_as_required(["config", "target"])
@@ -413,10 +415,7 @@ def run(
     """Compiles ``config``'s steps for ``target_name`` and returns the whole report."""
     target = accelerators.parse_target(target_name)
     for remat in [config.remat, *(remats or [])]:
-        if remat and remat not in REMAT_POLICIES:
-            raise UserError(
-                f"remat {remat!r} is not a policy.", hint=f"Use none, {', '.join(REMAT_POLICIES)}."
-            )
+        check_remat(remat)
     setup_ = setup(config, target, compile_devices(target))
     devices = setup_.mesh.size
     steps = [

@@ -13,7 +13,7 @@ import jax
 from absl import app, flags
 from absl import logging as absl_logging
 
-from tea_jax.errors import UserError
+from tea_jax.errors import LostProcessError, UserError
 
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "host:port of process 0 (multi-host runs outside TPU/SLURM)."
@@ -28,6 +28,12 @@ _HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
 )
 _CPU_COLLECTIVES = flags.DEFINE_string(
     "cpu_collectives", None, "CPU collectives for multi-process CPU runs, e.g. 'gloo'."
+)
+
+
+# What gloo's collectives and JAX's coordination service say when another process has gone.
+_LOST_PROCESS = re.compile(
+    r"Connection (?:closed|reset) by peer|heartbeat timeout|stopped sending heartbeats"
 )
 
 
@@ -123,3 +129,16 @@ def start(argv: list[str]) -> None:
     if not flags.FLAGS["verbosity"].present:
         absl_logging.set_verbosity(absl_logging.WARNING)
     initialize()
+
+
+def check_lost_process(error: Exception, resume: str) -> None:
+    """Raises :class:`LostProcessError` from ``error`` when it says that another process of this
+    run has gone; ``resume`` says where the run resumes."""
+    message = str(error)
+    if jax.process_count() == 1 or not _LOST_PROCESS.search(message):
+        return
+    cause = re.sub(r"\s*\[[\w/.]+\.cc:\d+\]", "", message.splitlines()[0])
+    raise LostProcessError(
+        f"lost another process of this run ({cause})",
+        hint=f"that process stopped first and its log says why; {resume}",
+    ) from error

@@ -364,22 +364,26 @@ class Checkpointer:
 
 
 class PreemptionWatcher:
-    """Turns SIGTERM into a flag that the training loop polls, on every host.
+    """Turns SIGTERM (or SIGUSR1, which Open MPI's ``mpirun`` forwards to every process) into a
+    flag that the training loop polls, on every host.
 
     On several hosts, a host that got the signal tells the others through a collective in
     :meth:`should_stop`, so all of them save the same step and exit together.
     """
 
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
     def __init__(self):
-        self.received = False
-        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        self.received: signal.Signals | None = None
+        self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
 
     def _handle(self, signum, frame):
-        del signum, frame
-        self.received = True
+        del frame
+        self.received = signal.Signals(signum)
 
     def should_stop(self) -> bool:
-        return bool(np.any(_of_every_process(self.received)))
+        return bool(np.any(_of_every_process(self.received is not None)))
 
     def close(self) -> None:
-        signal.signal(signal.SIGTERM, self._previous)
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)

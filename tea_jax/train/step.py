@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import optax
 
 from tea_jax.data import normalize
+from tea_jax.errors import ConfigError
 from tea_jax.train.optim import clipped_norm
 from tea_jax.train.state import TrainState
 
@@ -13,6 +14,18 @@ REMAT_POLICIES = {
     "full": jax.checkpoint_policies.nothing_saveable,
     "dots": jax.checkpoint_policies.checkpoint_dots,
 }
+# Every `remat` setting: the policies of the whole forward pass and "blocks", each bottleneck
+# rematerialised on its own (`VideoResNet.remat_blocks`).
+REMAT = (*REMAT_POLICIES, "blocks")
+
+
+def check_remat(remat: str) -> None:
+    """Raises :class:`ConfigError` unless ``remat`` is ``''`` (none) or one of :data:`REMAT`."""
+    if remat and remat not in REMAT:
+        raise ConfigError(
+            f"remat {remat!r} is not a rematerialisation setting.",
+            hint=f"Use none (''), {', '.join(REMAT)}: configs/default.py says what each keeps.",
+        )
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
@@ -62,7 +75,8 @@ def train_step(
       remat: rematerialisation of the forward pass to save memory: ``''`` keeps every
         activation for the backward pass, ``'dots'`` keeps only matrix products and
         convolutions (recomputes normalisations and activations), ``'full'`` keeps only the
-        input (recomputes the whole forward pass).
+        input (recomputes the whole forward pass), ``'blocks'`` keeps each bottleneck's input
+        and recomputes one block at a time in the backward pass.
       partial_bn: whether ``tx`` freezes the BatchNorm parameters of partial BatchNorm
         (``optim.create_optimizer``'s argument); they do not count in the logged ``grad_norm``.
 
@@ -74,6 +88,8 @@ def train_step(
     video = normalize(batch["video"])
     labels = batch["label"]
     dropout_rng = jax.random.fold_in(rng, state.step)
+    if remat == "blocks":
+        model = model.clone(remat_blocks=True)
 
     def forward(params, batch_stats, video):
         return model.apply(
@@ -84,7 +100,7 @@ def train_step(
             rngs={"dropout": dropout_rng},
         )
 
-    if remat:
+    if remat and remat != "blocks":
         forward = jax.checkpoint(forward, policy=REMAT_POLICIES[remat])
 
     def loss_fn(params):

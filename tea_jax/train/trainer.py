@@ -20,6 +20,7 @@ from tea_jax.inference import write_preprocessing
 from tea_jax.model_files import init_from, save_model
 from tea_jax.train import (
     compilation_cache,
+    distributed,
     evaluation,
     model_setup,
     optim,
@@ -28,7 +29,7 @@ from tea_jax.train import (
     state_checkpoints,
 )
 from tea_jax.train.state import TrainState, create_train_state
-from tea_jax.train.step import train_step
+from tea_jax.train.step import check_remat, train_step
 
 
 class NonFiniteLossError(UserError, RuntimeError):
@@ -167,6 +168,7 @@ def create_state(
 
 def make_train_fn(config, model, tx, lr_schedule, mesh, state):
     """Compiles :func:`train_step` with explicit shardings and the state donated."""
+    check_remat(config.remat)
     state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), state)
     step_fn = functools.partial(
         train_step,
@@ -252,7 +254,7 @@ def train_and_evaluate(
 
     Returns:
       The last validation metrics (``top1``, ``top5``, ...), or ``{}`` when the run stopped early
-      on SIGTERM or had already finished.
+      on SIGTERM (or SIGUSR1) or had already finished.
 
     Raises:
       NonFiniteLossError: the loss became NaN/inf (checkpoints up to the last good one remain).
@@ -338,7 +340,8 @@ def train_and_evaluate(
                 window_start, window_step = time.perf_counter(), step
             if stopping:
                 checkpointer.save(step, state, train_iter, num_examples=num_train)
-                progress.write(f"SIGTERM: saved step {step}; exiting.")
+                by = preemption.received.name if preemption.received else "Signal on another host"
+                progress.write(f"{by}: saved step {step}; exiting.")
                 return {}
             best_metric = None
             if step % steps.eval_every == 0 or is_last:
@@ -364,6 +367,10 @@ def train_and_evaluate(
                 last_good = step
         checkpointer.wait()
         export_model(config, workdir, train_loader.num_classes, checkpointer, state, mesh)
+    except jax.errors.JaxRuntimeError as e:
+        resume = f"resumes from step {last_good}" if last_good else "starts again (no checkpoint)"
+        distributed.check_lost_process(e, f"the same command on every host {resume}.")
+        raise
     finally:
         profiler.close()
         train_iter.close()
