@@ -37,7 +37,8 @@ PARTS = (  # the first that matches
     ("batch", re.compile(r"^batch")),
     (ME, re.compile(r"/me/")),
     (MTA, re.compile(r"/mta/")),
-    ("bottlenecks' 1x1 convs, BN, ReLU, shortcut", re.compile(r"/layer\d_\d+/")),
+    # A block recomputed under remat='blocks' is named by its class, not its layer.
+    ("bottlenecks' 1x1 convs, BN, ReLU, shortcut", re.compile(r"/layer\d_\d+/|Net\w*Block\)")),
 )
 OTHER = "stem, head, loss, other"
 
@@ -66,15 +67,19 @@ def part_of(path: str) -> str:
 
 
 def op_of(path: str) -> str:
-    """The operation of ``path`` within its block (``me/conv_reduce/dot_general``), its
-    direction (forward residual or backward) first."""
-    direction = "backward" if "transpose(" in path else "forward"
-    inner = re.split(r"/layer\d_\d+/(?:layer\d_\d+\.\w+/)?", path)[-1]
+    """The operation of ``path`` within its block (``me/conv_reduce/dot_general``), after its
+    pass: forward (a residual kept for the backward pass), backward, or recomputed."""
+    direction = "forward"
+    if "transpose(" in path:  # the backward pass; a block it runs again is a jvp inside it
+        direction = (
+            "recomputed" if re.search(r"transpose\(jvp\(\w+\)\)/jvp\(", path) else "backward"
+        )
+    inner = re.split(r"(?:/layer\d_\d+|Net\w*Block\)+)/(?:\w+\.\w+/)?", path)[-1]
     inner = re.sub(r"\{\d+\}$", "", inner)  # the tuple element of a fusion's output
     return f"{direction}: {inner}"
 
 
-def summarize(found: dict[str, int], top: int = 12) -> dict:
+def summarize(found: dict[str, int], top: int = 20) -> dict:
     parts: dict[str, int] = collections.Counter()
     ops: dict[str, dict[str, int]] = collections.defaultdict(collections.Counter)
     for path, size in found.items():
@@ -84,11 +89,7 @@ def summarize(found: dict[str, int], top: int = 12) -> dict:
     return {
         "peak_bytes": sum(found.values()),
         "parts": dict(parts.most_common()),
-        "ops": {
-            part: dict(collections.Counter(c).most_common(top))
-            for part, c in ops.items()
-            if part in (ME, MTA)
-        },
+        "ops": {part: dict(collections.Counter(c).most_common(top)) for part, c in ops.items()},
     }
 
 
@@ -113,7 +114,8 @@ def main() -> None:
     for part, size in summary["parts"].items():
         print(f"  {part}: {size / 1e9:.2f} GB")
         for op, op_size in summary["ops"].get(part, {}).items():
-            print(f"    {op}: {op_size / 1e9:.3f} GB")
+            if op_size >= 0.01 * summary["peak_bytes"]:
+                print(f"    {op}: {op_size / 1e9:.3f} GB")
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))
 

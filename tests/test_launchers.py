@@ -90,7 +90,7 @@ def slurm():
 class Job:
     """A job submitted with ``sbatch scripts/slurm/train.sbatch``."""
 
-    def __init__(self, slurm, files, workdir, *flags):
+    def __init__(self, slurm, files, workdir, *flags, sbatch=()):
         self.slurm, self.workdir = slurm, workdir
         self.output = files / f"{workdir.name}.out"
         env = _env(files, SLURM_CONF=slurm.env["SLURM_CONF"])
@@ -99,6 +99,7 @@ class Job:
             [
                 "sbatch",
                 *SBATCH_OPTIONS,
+                *sbatch,
                 f"--output={self.output}",
                 "scripts/slurm/train.sbatch",
                 *_train_flags(files, workdir),
@@ -220,6 +221,27 @@ def test_requeued_job_saves_once_and_resumes_exactly(slurm, files, reference):
     assert f"SLURM job {job.id} step 0 (restart 1)" in log, log[-4000:]
     assert "srun: error" not in log, log[-4000:]
     _assert_same_run(job.workdir, reference.workdir)
+
+
+@pytest.mark.slow
+def test_time_limit_signal_saves_before_the_limit(slurm, files, reference):
+    """``--time=3 --signal=TERM@100``: SLURM sends SIGTERM 100 s before the limit (up to a minute
+    earlier, by its own account); both tasks save the same step and the job ends COMPLETED before
+    its limit. 2 min on the 2-core machine: a start from the compilation cache and the wait."""
+    job = Job(
+        slurm,
+        files,
+        files / "time_limit",
+        "--config.total_steps=100000",
+        sbatch=["--time=3", "--signal=TERM@100"],
+    )
+    state = job.wait({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"}, timeout=300)
+    log = job.log()
+    assert state["JobState"] == "COMPLETED", log[-4000:]
+    saved = re.findall(r"SIGTERM: saved step (\d+); exiting\.", log)
+    assert len(saved) == 1 and int(saved[0]) >= 1, log[-4000:]
+    assert (job.workdir / "checkpoints" / saved[0]).is_dir(), log[-4000:]
+    assert job.processes() == []
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from tea_jax.modules.blocks import Excitation, Temporal
 from tea_jax.modules.layers import ModuleDef, Variant, batch_norm, conv_init, max_pool3x3
+from tea_jax.modules.remat import remat_call
 from tea_jax.modules.temporal import TemporalInit
 
 STAGE_PLANES = (64, 128, 256, 512)
@@ -45,9 +46,9 @@ class VideoResNet(nn.Module):
         released `DataParallel` training did with its 8 clips; 0: the whole batch. The batch must
         be a multiple of it. See `layers.BatchNorm`.
       remat_blocks: in training, every bottleneck keeps only its input for the backward pass and
-        computes its activations again there (`nn.remat` per block): the activation memory of
-        one block instead of all of them, for a second forward pass. The same parameters and
-        results.
+        computes its activations again there, once the backward pass reaches it
+        (`remat.remat_call`): the activation memory of one block instead of all of them, for a
+        second forward pass. The same parameters and results.
       dtype: the compute dtype; parameters and BatchNorm statistics stay float32.
     """
 
@@ -97,7 +98,6 @@ class VideoResNet(nn.Module):
         norm = batch_norm(
             use_running_average=not train or self.partial_bn, dtype=self.dtype, group_size=group
         )
-        block = nn.remat(self.block) if self.remat_blocks and train else self.block
         stem_width = round(64 * self.width_multiplier)
         x = nn.Conv(
             stem_width,
@@ -115,7 +115,7 @@ class VideoResNet(nn.Module):
         for stage, (planes, size) in enumerate(zip(STAGE_PLANES, self.stage_sizes, strict=True), 1):
             temporal = stage in self.temporal_stages
             for j in range(size):
-                x = block(
+                block = self.block(
                     planes=round(planes * self.width_multiplier),
                     num_segments=self.num_segments,
                     norm=norm,
@@ -129,7 +129,8 @@ class VideoResNet(nn.Module):
                     temporal_init=self.temporal_init,
                     dtype=self.dtype,
                     name=f"layer{stage}_{j}",
-                )(x)
+                )
+                x = remat_call(block, x) if self.remat_blocks and train else block(x)
 
         x = jnp.mean(x, axis=(1, 2))
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)

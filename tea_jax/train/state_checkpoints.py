@@ -387,3 +387,9 @@ class PreemptionWatcher:
     def close(self) -> None:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
+
+    def __enter__(self) -> "PreemptionWatcher":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

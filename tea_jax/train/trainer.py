@@ -259,6 +259,18 @@ def train_and_evaluate(
     Raises:
       NonFiniteLossError: the loss became NaN/inf (checkpoints up to the last good one remain).
     """
+    # From the start, so that a signal while the run sets up or compiles stops it after its
+    # first step, with that step saved.
+    with state_checkpoints.PreemptionWatcher() as preemption:
+        return _train_and_evaluate(config, workdir, create_loader, preemption)
+
+
+def _train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    create_loader: Callable[..., data_lib.Loader],
+    preemption: state_checkpoints.PreemptionWatcher,
+) -> dict[str, Any]:
     check_workdir(workdir)
     compilation_cache.enable(config.compilation_cache_dir)
     reporting.save_config(config, workdir)
@@ -309,7 +321,6 @@ def train_and_evaluate(
     if resumed:
         data = "continues" if resumed.data_restart is None else "restarts"
         progress.write(f"Resuming from step {start} ({resumed.path}); the data order {data}.")
-    preemption = state_checkpoints.PreemptionWatcher()
     val_metrics: dict[str, Any] = {}
     history: list[dict[str, jax.Array]] = []
     train_summary: dict[str, float] = {"lr": float(lr_schedule(start)), "clips_per_sec": 0.0}
@@ -375,7 +386,6 @@ def train_and_evaluate(
         profiler.close()
         train_iter.close()
         progress.close()
-        preemption.close()
         checkpointer.close()
         writer.close()
     reporting.plot_curves(workdir)
