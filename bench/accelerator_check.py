@@ -8,7 +8,7 @@
    the released code on the same GPU (`bench_torch`, bfloat16 under `torch.autocast`) when PyTorch
    sees a CUDA device.
 2. The largest TEA-16f bfloat16 training batch that fits in device memory without
-   rematerialisation and with `remat='dots'` and `'full'`: doubling from the batch of (1), then
+   rematerialisation and with `remat='dots'` and `'blocks'`: doubling from the batch of (1), then
    bisection down to `--search_step` clips, each try stopped by an out-of-memory error, up to
    `--max_batch` (a try whose process dies counts as not fitting; the JSON records why).
 
@@ -35,7 +35,8 @@ import model_throughput
 from tea_jax import flops
 
 DTYPE_NAMES = {"bf16": "bfloat16", "fp32": "float32"}
-REMAT_MODES = ("", "dots", "full")
+# `full` left out: compiled for an H100 it saved nothing (BENCHMARKS.md).
+REMAT_MODES = ("", "dots", "blocks")
 # The batch flag counts clips of this many frames; a row with T frames takes batch * 8 // T clips.
 BATCH_FRAMES = 8
 

@@ -49,11 +49,12 @@ ROWS = [
     ("tea16_v6e-8", "tea16", "v6e-8", ("--eval_protocol=",)),
     ("tea16_h100x8_blocks", "tea16", "h100x8", ("--max_batch", "--remat=blocks")),
     (
-        "tea16_v5e-8_remat",
+        "tea16_a100-40gbx8_batch",
         "tea16",
-        "v5e-8",
+        "a100-40gbx8",
         ("--max_batch", "--remat=none,blocks", "--eval_protocol="),
     ),
+    ("tea16_v5e-8_blocks", "tea16", "v5e-8", ("--max_batch", "--remat=blocks", "--eval_protocol=")),
 ]
 # XLA 0.10's GPU compiler, without a device to autotune on, fails on some of TEA's larger
 # matrix products in Triton ("Couldn't find output tile sizes", at 16 TEA-16f clips per H100);

@@ -13,7 +13,10 @@ import jax
 
 
 def _forward(block: nn.Module, x: jax.Array):
-    return block(x), (block.variables, x)
+    y = block(x)
+    # The BatchNorm statistics among the variables are the updated ones: a training-mode
+    # recomputation normalises with the batch's own and does not read them.
+    return y, (block.variables, x)
 
 
 def _backward(definition: nn.Module):
