@@ -63,7 +63,7 @@ def test_nothing_starts_after_the_time_limit(tmp_path):
             "tsn_res2net50 8f infer bf16 batch 32",
             "batch search none at 32",
             "batch search dots at 1",
-            "batch search full at 1",
+            "batch search blocks at 1",
         )
     ]
 
@@ -91,7 +91,7 @@ def test_accelerator_check_runs_end_to_end_on_cpu(tmp_path):
     assert "| tsn_resnet50-4f training, fp32, 2 clips | tea_jax |" in proc.stdout
     assert result["notes"] == ["PyTorch reference not run: reduced network: the reference has none"]
     searches = result["batch_search"]["results"]
-    assert [s["remat"] for s in searches] == ["", "dots", "full"]
+    assert [s["remat"] for s in searches] == ["", "dots", "blocks"]
     for search in searches:
         assert (search["largest_fitting"], search["smallest_failing"]) == (2, None)
         assert search["tries"] == [{"batch": 2, "fits": True}]
