@@ -97,7 +97,6 @@ def _many(predictor: Predictor, args: argparse.Namespace) -> None:
 
 
 @cli.command
-@cli.command
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="model checkpoint directory")

@@ -8,11 +8,14 @@ with the same output skips the videos that already have a result there (and trie
 ones again).
 """
 
+import contextlib
 import csv
 import dataclasses
 import io
 import json
 import os
+import signal
+import threading
 
 import grain
 import numpy as np
@@ -127,6 +130,28 @@ class Output:
         return json.dumps(record) + "\n"
 
 
+@contextlib.contextmanager
+def _interrupt_between_batches():
+    """Ctrl-C (SIGINT) sets the event that the loop checks between batches; a second one raises
+    at once. (A KeyboardInterrupt raised wherever the main thread happens to be is lost when that
+    is an object's finaliser, such as a loader's shared memory being released.)"""
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted
+        return
+
+    def handle(signum, frame):
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+
+    previous = signal.signal(signal.SIGINT, handle)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def predict_videos(
     predictor: Predictor,
     paths: list[str],
@@ -147,6 +172,10 @@ def predict_videos(
 
     Returns:
       ``(videos scored, {path: reason} of those that could not be read)``.
+
+    Raises:
+      KeyboardInterrupt: on Ctrl-C, once the batch in progress is written (a second Ctrl-C: at
+        once).
     """
     if workers < 0:
         raise ConfigError(f"--workers must be 0 or more, got {workers}")
@@ -159,6 +188,7 @@ def predict_videos(
     with (
         open(output.path, "a", newline="") as out,
         tqdm(total=len(todo), unit="video", disable=not progress) as bar,
+        _interrupt_between_batches() as interrupted,
     ):
         for batch in read_in_workers(ds, workers):
             probabilities = softmax(predictor.logits(batch["video"]))
@@ -175,4 +205,6 @@ def predict_videos(
             out.write("".join(lines))
             out.flush()
             bar.update(len(lines))
+            if interrupted.is_set():
+                raise KeyboardInterrupt
     return scored, failed
