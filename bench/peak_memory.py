@@ -23,10 +23,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-# XLA 0.10's GPU compiler without a device to autotune on fails on some of TEA's matrix products
-# in Triton (see compiled_table.py).
-GPU_XLA_FLAGS = "--xla_gpu_enable_triton_gemm=false"
+from compiled_table import GPU_XLA_FLAGS, ROOT  # the flags the GPU rows compile with
+
 _LINE = re.compile(
     r"^(?P<indent>[\s│├└─]*)(?P<name>\S.*?) \([\d.]+%, total: (?P<total>[\d ]+) bytes, "
     r"current: (?P<current>[\d ]+) bytes"
